@@ -1,0 +1,5 @@
+import sys
+
+from openkws.cli import main
+
+sys.exit(main())

@@ -1,0 +1,218 @@
+"""One training loop for every trainer: Adam + Noam schedule, gradient clipping, AMP on GPU,
+DDP under torchrun, CSV logging, tqdm, and atomic checkpoints that resume exactly.
+
+A *task* supplies the data and the loss:
+    task.num_batches(epoch) -> int                   batches this epoch (same on every rank)
+    task.batch(epoch, index) -> batch                 deterministic in (epoch, index): exact resume
+    task.loss(model, batch) -> (loss, {name: float})  forward pass
+    task.validate(model) -> {name: float}             run on rank 0 after each epoch
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from openkws.checkpoint import atomic_torch_save, safe_torch_load
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 30
+    peak_lr: float = 1e-3
+    warmup_steps: int = 1000
+    grad_clip: float = 5.0
+    weight_decay: float = 0.0
+    amp: bool = True  # bf16 autocast, used only on CUDA
+    checkpoint_every_steps: int = 500  # besides the end of every epoch
+
+
+def noam_factor(step: int, warmup: int) -> float:
+    """Noam schedule normalised to peak 1 at ``warmup``: linear up, then ~1/sqrt(step)."""
+    step = max(step, 1)
+    return min(step / warmup, math.sqrt(warmup / step)) if warmup > 0 else 1.0
+
+
+def git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Distributed:
+    """torchrun environment (WORLD_SIZE/RANK/LOCAL_RANK), or a single process."""
+
+    def __init__(self, device: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and self.world > 1:
+            device = f"cuda:{local}"
+            torch.cuda.set_device(local)
+        self.device = torch.device(device)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _rng_state() -> dict:
+    # Plain types and tensors only, so checkpoints load with weights_only=True.
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos,
+                                                    has_gauss, gauss],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(_tuplify(state["python"]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(x):
+    # weights_only loading turns tuples into lists; the RNG setters want the original tuples.
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, task, cfg: OptimConfig, exp_dir: str | Path, dist: Distributed,
+                 extra_state: dict | None = None, best_metric: str | None = None, lower_is_better: bool = True):
+        self.model, self.task, self.cfg, self.dist = model, task, cfg, dist
+        self.exp_dir = Path(exp_dir)
+        self.extra_state = extra_state or {}
+        self.best_metric, self.lower_is_better = best_metric, lower_is_better
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.peak_lr, betas=(0.9, 0.98), eps=1e-9,
+                                          weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           lambda s: noam_factor(s + 1, cfg.warmup_steps))
+        self.step, self.epoch, self.batch_in_epoch, self.best = 0, 0, 0, None
+        self.wrapped = model
+        if dist.world > 1:
+            self.wrapped = nn.parallel.DistributedDataParallel(
+                model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+        self.ckpt_path = self.exp_dir / "checkpoint.pt"
+        self.log_path = self.exp_dir / "log" / "train.csv"
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def save(self) -> None:
+        if not self.dist.main:
+            return
+        atomic_torch_save({
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch, "best": self.best, "rng": _rng_state(),
+            "git": git_revision(), "argv": list(sys.argv), **self.extra_state,
+        }, self.ckpt_path)
+
+    def maybe_resume(self) -> bool:
+        if not self.ckpt_path.exists():
+            return False
+        state = safe_torch_load(self.ckpt_path, map_location=self.dist.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.batch_in_epoch, self.best = state["batch_in_epoch"], state["best"]
+        _set_rng_state(state["rng"])
+        self._print(f"resumed from {self.ckpt_path} at epoch {self.epoch}, batch {self.batch_in_epoch}")
+        return True
+
+    # -- logging ----------------------------------------------------------------------------
+    def _print(self, msg: str) -> None:
+        if self.dist.main:
+            tqdm.write(msg)
+
+    def _log(self, row: dict) -> None:
+        if not self.dist.main:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.log_path.exists()
+        with open(self.log_path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["time", "epoch", "step", "kind", "name", "value"])
+            for name, value in row["values"].items():
+                writer.writerow([f"{time.time():.0f}", row["epoch"], self.step, row["kind"], name, f"{value:.6g}"])
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self) -> dict:
+        self.maybe_resume()
+        dev = self.dist.device
+        use_amp = self.cfg.amp and dev.type == "cuda"
+        while self.epoch < self.cfg.epochs:
+            n = self.task.num_batches(self.epoch)
+            mine = range(self.batch_in_epoch + self.dist.rank, n, self.dist.world)
+            self.wrapped.train()
+            bar = tqdm(mine, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", disable=not self.dist.main,
+                       dynamic_ncols=True, leave=False)
+            totals: dict[str, float] = {}
+            t0, done = time.time(), 0
+            for index in bar:
+                batch = self.task.batch(self.epoch, index)
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss, metrics = self.task.loss(self.wrapped, batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                self.batch_in_epoch = index + self.dist.world - self.dist.rank  # next unseen index
+                done += 1
+                metrics = {"loss": float(loss.detach()), **metrics}
+                for k, v in metrics.items():
+                    totals[k] = totals.get(k, 0.0) + v
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                if self.step % self.cfg.checkpoint_every_steps == 0:
+                    self.save()
+            elapsed = time.time() - t0
+            train_avg = {k: v / max(done, 1) for k, v in totals.items()}
+            train_avg["seconds"] = elapsed
+            self._log({"epoch": self.epoch + 1, "kind": "train", "values": train_avg})
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            summary = f"epoch {self.epoch}: " + " ".join(f"{k}={v:.4g}" for k, v in train_avg.items())
+            if self.dist.main:
+                self.wrapped.eval()
+                with torch.no_grad():
+                    val = self.task.validate(self.model)
+                self._log({"epoch": self.epoch, "kind": "valid", "values": val})
+                summary += " | valid " + " ".join(f"{k}={v:.4g}" for k, v in val.items())
+                if self.best_metric in val:
+                    score = val[self.best_metric]
+                    better = self.best is None or (score < self.best if self.lower_is_better else score > self.best)
+                    if better:
+                        self.best = score
+                        atomic_torch_save({"state_dict": self.model.state_dict(), "epoch": self.epoch,
+                                           self.best_metric: score, **self.extra_state},
+                                          self.exp_dir / "best_model.pt")
+            self._print(summary)
+            self.save()
+            if self.dist.world > 1:
+                torch.distributed.barrier()
+        return {"step": self.step, "epoch": self.epoch, "best": self.best}
