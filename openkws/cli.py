@@ -28,10 +28,66 @@ def _train(args) -> int:
     return 0
 
 
+def _align(args) -> int:
+    from openkws.align import AlignStats, align_corpus, word_segments
+    from openkws.data.alignments import write_word_alignments
+    from openkws.data.manifest import read_manifest
+    from openkws.models.acoustic import load_acoustic
+    from openkws.models.p2v import P2V, local_vectors
+
+    model = load_acoustic(args.acoustic)
+    utts = [u for m in args.manifest for u in read_manifest(m)]
+    stats = AlignStats()
+    aligned = list(align_corpus(model, utts, device=args.device, max_per=args.max_per, stats=stats))
+    print(f"aligned {stats.aligned}/{stats.utterances} utterances "
+          f"(skipped: {stats.skipped_per} above PER {args.max_per}, {stats.skipped_short} too short)")
+    if args.word_alignments:
+        write_word_alignments(args.word_alignments, {utts[a.index].id: word_segments(utts[a.index], a.spans)
+                                                     for a in aligned})
+    if args.p2v:
+        p2v = P2V.from_local_vectors(local_vectors(aligned), model.ctc.proj.weight.detach())
+        p2v.save(args.p2v)
+        cov = p2v.coverage()
+        print(f"P2V table -> {args.p2v}: {sum(c > 0 for c in cov['counts'].values())}/{len(cov['counts'])} "
+              f"phonemes seen; backed off: {cov['backoff'] or 'none'}")
+    return 0
+
+
+def _export(args) -> int:
+    from openkws.checkpoint import safe_torch_load
+    from openkws.model import KWSModel
+    from openkws.models.acoustic import load_acoustic
+    from openkws.models.heads import build_head
+    from openkws.models.p2v import P2V
+    from openkws.train.loop import git_revision
+
+    acoustic = load_acoustic(args.acoustic)
+    p2v = P2V.load(args.p2v)
+    heads, thresholds = {}, {}
+    for item in args.head:
+        name, _, path = item.partition("=")
+        if not path:
+            raise SystemExit(f"openkws export: --head takes NAME=CHECKPOINT, got {item!r}")
+        state = safe_torch_load(path)
+        if state.get("head") != name:
+            raise SystemExit(f"openkws export: {path} holds head {state.get('head')!r}, not {name!r}")
+        head = build_head(name, state["head_config"], p2v.dim)
+        head.load_state_dict(state["state_dict"])
+        heads[name] = head
+        thresholds[name] = float(state.get("valid", {}).get("eer_threshold", 0.5))
+    default = args.default_head or next(iter(heads))
+    info = {"corpus": args.corpus, "git": git_revision(), "note": args.note}
+    KWSModel(acoustic, p2v, heads, default, thresholds, info).save(args.out)
+    size = Path(args.out).stat().st_size / 1e6
+    print(f"wrote {args.out} ({size:.1f} MB): heads {sorted(heads)}, default {default}, thresholds {thresholds}")
+    return 0
+
+
 def _trainers() -> dict:
     from openkws.train.ctc import CTCTrainConfig, train_ctc
+    from openkws.train.heads import HeadTrainConfig, train_head
 
-    return {"ctc": (CTCTrainConfig, train_ctc)}
+    return {"ctc": (CTCTrainConfig, train_ctc), "head": (HeadTrainConfig, train_head)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +97,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML config file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.epochs=5 data.max_batch_seconds=60")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("align", help="CTC forced alignment: P2V table and word alignments (stage 3)")
+    p.add_argument("--acoustic", required=True, help="acoustic model checkpoint (exp/<tag>/ctc/best_model.pt)")
+    p.add_argument("--manifest", required=True, nargs="+", help="manifest(s) to align")
+    p.add_argument("--p2v", help="write the P2V table built from these alignments here")
+    p.add_argument("--word-alignments", help="write word alignments (JSONL) here")
+    p.add_argument("--max-per", type=float, default=0.5,
+                   help="skip utterances whose greedy phoneme error rate is above this (default 0.5)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_align)
+
+    p = sub.add_parser("export", help="bundle acoustic model, P2V table and heads into one model file (stage 6)")
+    p.add_argument("--acoustic", required=True)
+    p.add_argument("--p2v", required=True)
+    p.add_argument("--head", required=True, action="append", help="NAME=exp/<tag>/<head>/best_model.pt (repeat)")
+    p.add_argument("--default-head", help="head used when none is named (default: the first --head)")
+    p.add_argument("--corpus", default="", help="recorded in the model's info")
+    p.add_argument("--note", default="", help="free text recorded in the model's info")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_export)
     return parser
 
 

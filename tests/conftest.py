@@ -42,6 +42,58 @@ def make_toy_corpus(root, n_train=24, n_dev=6, seed=0):
     return paths
 
 
+TOY_PHRASES = [["AA1", "B", "K"], ["S", "IY1", "M"], ["M", "AA1", "S"], ["K", "IY1", "B", "AA1"],
+               ["B", "S", "M"], ["IY1", "K", "AA1", "M"]]
+
+
+def make_toy_phrases(root, speakers_per_split=(("train", 4), ("dev", 2), ("test", 2)), seed=1):
+    """Toy phrase clips: each phrase said by every speaker of every split (voice-disjoint)."""
+    rng = np.random.default_rng(seed)
+    paths = {}
+    for split, n_spk in speakers_per_split:
+        utts = []
+        for s in range(n_spk):
+            for k, phones in enumerate(TOY_PHRASES):
+                wave = toy_wave(phones, rng)
+                path = root / "phrases" / f"{split}_{s}_{k}.wav"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(path, wave, 16000)
+                utts.append(Utterance(id=f"{split}_{s}_{k}", path=str(path), duration=len(wave) / 16000,
+                                      text=" ".join(phones).lower(), phonemes=phones,
+                                      speaker=f"{split}_spk{s}", kind="phrase", split=split))
+        paths[split] = root / f"phrases_{split}.jsonl"
+        write_manifest(paths[split], utts)
+    return paths
+
+
 @pytest.fixture
 def toy_corpus(tmp_path):
     return make_toy_corpus(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def toy_system(tmp_path_factory):
+    """A tiny trained acoustic model + P2V table + toy phrase manifests (built once per session)."""
+    from openkws.align import align_corpus
+    from openkws.config import load_config
+    from openkws.data.manifest import read_manifest
+    from openkws.models.acoustic import load_acoustic
+    from openkws.models.p2v import P2V, local_vectors
+    from openkws.train.ctc import CTCTrainConfig, train_ctc
+
+    root = tmp_path_factory.mktemp("toy_system")
+    corpus = make_toy_corpus(root, n_train=60, n_dev=8)
+    exp = root / "ctc"
+    train_ctc(load_config(CTCTrainConfig, None, [
+        f"exp_dir={exp}", f"data.train=[{corpus['train']}]", f"data.dev=[{corpus['dev']}]",
+        "data.max_batch_seconds=8", "optim.epochs=30", "optim.warmup_steps=20", "optim.peak_lr=1e-2",
+        "device=cpu", "augment.enabled=false", "specaug_enabled=false", *TINY_ENCODER]))
+    model = load_acoustic(exp / "best_model.pt")
+    local = local_vectors(align_corpus(model, read_manifest(corpus["train"]), max_per=None))
+    P2V.from_local_vectors(local, model.ctc.proj.weight.detach()).save(root / "p2v.pt")
+    return {"root": root, "acoustic": exp / "best_model.pt", "p2v": root / "p2v.pt", "corpus": corpus,
+            "phrases": make_toy_phrases(root)}
+
+
+TINY_ENCODER = ["model.encoder.d_model=32", "model.encoder.num_layers=1", "model.encoder.num_heads=2",
+                "model.encoder.ffn_dim=64", "model.encoder.subsampling_channels=8", "model.encoder.dropout=0.0"]

@@ -4,8 +4,7 @@ from openkws.config import load_config
 from openkws.models.acoustic import load_acoustic
 from openkws.train.ctc import CTCTrainConfig, train_ctc
 
-TINY_MODEL = ["model.encoder.d_model=32", "model.encoder.num_layers=1", "model.encoder.num_heads=2",
-              "model.encoder.ffn_dim=64", "model.encoder.subsampling_channels=8", "model.encoder.dropout=0.0"]
+from conftest import TINY_ENCODER as TINY_MODEL
 
 
 def _cfg(corpus, exp, epochs, extra=()):

@@ -19,8 +19,6 @@ from typing import Iterable, Sequence
 import torch
 
 from openkws.checkpoint import atomic_torch_save, safe_torch_load
-from openkws.models.ctc import forced_align_batch, greedy_decode
-from openkws.metrics import edit_distance
 from openkws.text import PHONEMES, REAL_PHONEMES, encode, strip_stress, to_phonemes
 
 _STRESS_BACKOFF = ("1", "0", "2", "")
@@ -35,49 +33,18 @@ class LocalVectors:
     utt: torch.Tensor
 
 
-@torch.no_grad()
-def collect_local_vectors(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor, list[list[str]]]],
-                          device="cpu", max_per: float | None = 0.5) -> tuple[LocalVectors, dict]:
-    """Align every utterance and return its phonemes' local vectors.
-
-    ``batches`` yields (wave (B, N), lengths (B,), phoneme lists). Utterances whose greedy
-    phoneme error rate exceeds ``max_per`` (the model does not recognise them well enough for the
-    alignment to be trusted) or that are too short to align are skipped and counted.
-    """
-    model.eval()
+def local_vectors(aligned: Iterable) -> LocalVectors:
+    """Local vectors (mean encoder frame over each phoneme's span) of aligned utterances, as
+    produced by :func:`openkws.align.align_corpus`."""
     vecs, ids, utts = [], [], []
-    stats = {"utterances": 0, "skipped_per": 0, "skipped_short": 0}
-    offset = 0
-    for wave, lengths, phones in batches:
-        enc, enc_lengths = model(wave.to(device), lengths.to(device))
-        log_probs = model.ctc(enc.float())
-        targets = [encode(p) for p in phones]
-        hyps = greedy_decode(log_probs, enc_lengths)
-        keep = []
-        for b, (tgt, hyp) in enumerate(zip(targets, hyps)):
-            repeats = sum(x == y for x, y in zip(tgt[:-1], tgt[1:]))
-            if int(enc_lengths[b]) < len(tgt) + repeats:
-                stats["skipped_short"] += 1
-            elif max_per is not None and edit_distance(tgt, hyp) / len(tgt) > max_per:
-                stats["skipped_per"] += 1
-            else:
-                keep.append(b)
-        if keep:
-            tgt_pad = torch.zeros(len(keep), max(len(targets[b]) for b in keep), dtype=torch.long)
-            for row, b in enumerate(keep):
-                tgt_pad[row, : len(targets[b])] = torch.tensor(targets[b])
-            spans = forced_align_batch(log_probs[keep], enc_lengths[keep], tgt_pad,
-                                       [len(targets[b]) for b in keep])
-            for row, b in enumerate(keep):
-                for token, (first, last) in zip(targets[b], spans[row]):
-                    vecs.append(enc[b, first:last + 1].float().mean(0).cpu())
-                    ids.append(token)
-                    utts.append(offset + b)
-        stats["utterances"] += len(phones)
-        offset += len(phones)
+    for a in aligned:
+        for token, (first, last) in zip(a.targets, a.spans):
+            vecs.append(a.enc[first:last + 1].mean(0))
+            ids.append(token)
+            utts.append(a.index)
     if not vecs:
         raise ValueError("P2V: no utterance could be aligned (is the acoustic model trained?)")
-    return LocalVectors(torch.stack(vecs), torch.tensor(ids), torch.tensor(utts)), stats
+    return LocalVectors(torch.stack(vecs), torch.tensor(ids), torch.tensor(utts))
 
 
 class P2V:

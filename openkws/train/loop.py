@@ -209,7 +209,7 @@ class Trainer:
                     if better:
                         self.best = score
                         atomic_torch_save({"state_dict": self.model.state_dict(), "epoch": self.epoch,
-                                           self.best_metric: score, **self.extra_state},
+                                           "valid": val, **self.extra_state},
                                           self.exp_dir / "best_model.pt")
             self._print(summary)
             self.save()
