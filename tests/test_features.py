@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from openkws.features import Fbank, FbankConfig, StreamingFbank, num_frames, spec_augment
+from openkws.features import Fbank, StreamingFbank, num_frames, spec_augment
 
 
 def _speechlike(n, seed=0):
