@@ -71,12 +71,13 @@ def main(argv=None) -> int:
     ap.add_argument("--manifest", required=True, help="held-out utterances (not used to build the table)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--max-utts", type=int, default=1000)
+    ap.add_argument("--max-per", type=float, default=0.5, help="skip utterances above this greedy PER")
     args = ap.parse_args(argv)
     model = load_acoustic(args.acoustic)
     p2v = P2V.load(args.p2v)
     utts = read_manifest(args.manifest)[: args.max_utts]
     stats = AlignStats()
-    local = local_vectors(align_corpus(model, utts, stats=stats))
+    local = local_vectors(align_corpus(model, utts, max_per=args.max_per, stats=stats))
     report = {**evaluate_p2v(p2v, local), "alignment": vars(stats), "coverage": p2v.coverage()}
     out = Path(args.out)
     atomic_write_text(out / "p2v_report.json", json.dumps(report, indent=2))

@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import torch
 
 from openkws.checkpoint import atomic_torch_save, safe_torch_load
-from openkws.text import PHONEMES, REAL_PHONEMES, encode, strip_stress, to_phonemes
+from openkws.text import PHONEMES, REAL_PHONEMES, encode, is_vowel, strip_stress, to_phonemes
 
 _STRESS_BACKOFF = ("1", "0", "2", "")
 
@@ -114,11 +114,11 @@ class P2V:
 
 
 def _stress_backoff(p: str, seen: set[str]) -> str | None:
-    base = strip_stress(p)
-    if base == p:
+    if not is_vowel(p):
         return None
+    base = strip_stress(p)  # g2p_en also has a bare "UW" without a stress digit
     for s in _STRESS_BACKOFF:
-        if base + s in seen:
+        if base + s != p and base + s in seen:
             return base + s
     return None
 

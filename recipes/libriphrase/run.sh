@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# openkws LibriPhrase recipe: corpus -> CTC acoustic model -> P2V -> pairs -> matcher heads ->
+# model file -> AUC/EER on easy/hard.
+#
+#   bash recipes/libriphrase/run.sh                               # embedded synthetic corpus, offline, CPU
+#   bash recipes/libriphrase/run.sh --config smoke                # every stage in a few minutes (CI)
+#   bash recipes/libriphrase/run.sh --corpus librispeech --data-root /data/LibriSpeech --ngpu 4
+#   bash recipes/libriphrase/run.sh --stage 5 --stop-stage 7      # resume from a stage
+#
+# Stages (DESIGN.md §2): 0 corpus, 1 manifests + checks, 2 CTC training, 3 alignment + P2V,
+# 4 LibriPhrase pairs, 5 heads, 6 export, 7 scoring + report. A finished stage leaves
+# exp/<tag>/.done/<stage>; a re-run skips it, so a killed run resumes where it stopped (the
+# trainers also resume mid-stage from their checkpoints).
+#
+# --corpus librispeech expects (or downloads into --data-root) LibriSpeech/{train-clean-100,
+# train-clean-360,dev-clean,train-other-500}; a pre-downloaded tree can be symlinked there. For the
+# official LibriPhrase test, put libriphrase_diffspk_all_{1,2,3,4}word.csv in --libriphrase-csv
+# (and the unzipped LibriPhrase_evalset in --libriphrase-audio, or clips are re-cut from
+# train-other-500 with our alignments).
+set -euo pipefail
+
+config=default
+corpus=synth
+data_root=
+libriphrase_csv=
+libriphrase_audio=
+heads=ced,phonmatch,clad
+ngpu=0
+stage=0
+stop_stage=7
+tag=
+seed=0
+
+usage() { sed -n '2,21p' "$0"; exit "${1:-0}"; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --config) config=$2; shift 2 ;;
+    --corpus) corpus=$2; shift 2 ;;
+    --data-root) data_root=$2; shift 2 ;;
+    --libriphrase-csv) libriphrase_csv=$2; shift 2 ;;
+    --libriphrase-audio) libriphrase_audio=$2; shift 2 ;;
+    --heads) heads=$2; shift 2 ;;
+    --ngpu) ngpu=$2; shift 2 ;;
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    --tag) tag=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
+    -h|--help) usage 0 ;;
+    *) echo "run.sh: unknown option $1" >&2; usage 2 ;;
+  esac
+done
+
+recipe=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+conf=$recipe/conf/$config
+[ -d "$conf" ] || { echo "run.sh: no config '$config' (have: $(ls "$recipe/conf" | tr '\n' ' '))" >&2; exit 2; }
+case "$corpus" in synth|librispeech) ;; *) echo "run.sh: --corpus must be synth or librispeech" >&2; exit 2 ;; esac
+# shellcheck source=conf/default/recipe.sh
+source "$conf/recipe.sh"   # corpus sizes and per-stage settings of this config
+
+tag=${tag:-${corpus}_${config}}
+exp=exp/$tag
+data=data/$corpus${data_suffix:-}
+mkdir -p "$exp/log" "$exp/.done"
+
+log() { echo "$(date '+%F %T') (run.sh:${BASH_LINENO[0]}) $*" | tee -a "$exp/log/run.log"; }
+done_stage() { touch "$exp/.done/$1"; }
+todo() {  # todo STAGE NAME: true if STAGE is selected and not done yet
+  if [ "$1" -lt "$stage" ] || [ "$1" -gt "$stop_stage" ]; then return 1; fi
+  if [ -f "$exp/.done/$1" ]; then log "stage $1 ($2): done earlier, skipping"; return 1; fi
+  log "stage $1: $2"; return 0
+}
+train() {  # train CONFIG [overrides...]: one process, or torchrun over --ngpu GPUs
+  if [ "$ngpu" -gt 1 ]; then
+    torchrun --standalone --nproc_per_node="$ngpu" -m openkws train --config "$@"
+  else
+    python -m openkws train --config "$@"
+  fi
+}
+IFS=, read -r -a head_list <<< "$heads"
+for h in "${head_list[@]}"; do
+  [ -f "$conf/$h.yaml" ] || { echo "run.sh: unknown head '$h' (no $conf/$h.yaml)" >&2; exit 2; }
+done
+device=$([ "$ngpu" -gt 0 ] && echo cuda || echo cpu)
+log "corpus=$corpus config=$config heads=$heads exp=$exp git=$(git rev-parse --short HEAD 2>/dev/null || echo none)"
+log "command: $0 $*"
+
+if todo 0 "get the corpus"; then
+  if [ "$corpus" = synth ]; then
+    python -m data_prep.synth --out "$data" --hours "$synth_hours" --seed "$seed" ${synth_args:-} 2>&1 | tee "$exp/log/synth.log"
+  else
+    [ -n "$data_root" ] || { echo "run.sh: --corpus librispeech needs --data-root DIR" >&2; exit 2; }
+    python -m data_prep.librispeech --root "$data_root" --out "$data" \
+      --subsets $librispeech_train $librispeech_dev $librispeech_test 2>&1 | tee "$exp/log/librispeech.log"
+  fi
+  done_stage 0
+fi
+
+# Manifests every later stage reads.
+if [ "$corpus" = synth ]; then
+  train_manifest=$data/train.jsonl; dev_manifest=$data/dev.jsonl; test_manifest=$data/test.jsonl
+else
+  train_manifest=$(for s in $librispeech_train; do printf '%s ' "$data/$s.jsonl"; done)
+  dev_manifest=$data/$librispeech_dev.jsonl; test_manifest=$data/$librispeech_test.jsonl
+fi
+
+if todo 1 "check manifests"; then
+  python -m data_prep.check_manifests $train_manifest $dev_manifest $test_manifest
+  done_stage 1
+fi
+
+if todo 2 "train the CTC acoustic model"; then
+  train "$conf/ctc.yaml" exp_dir="$exp/ctc" device=$device seed="$seed" \
+    "data.train=[$(echo $train_manifest | tr ' ' ',')]" "data.dev=[$dev_manifest]" 2>&1 | tee "$exp/log/ctc.log"
+  done_stage 2
+fi
+
+if todo 3 "forced alignment and P2V table"; then
+  python -m openkws align --acoustic "$exp/ctc/best_model.pt" --manifest $train_manifest \
+    --p2v "$exp/p2v.pt" --word-alignments "$exp/align/train.jsonl" --device $device \
+    --max-per "${align_max_per:-0.5}" 2>&1 | tee "$exp/log/align.log"
+  python -m evaluation.p2v_report --acoustic "$exp/ctc/best_model.pt" --p2v "$exp/p2v.pt" \
+    --manifest $test_manifest --out "$exp/p2v_report" --max-per "${align_max_per:-0.5}" 2>&1 | tee "$exp/log/p2v_report.log"
+  done_stage 3
+fi
+
+# Phrase clips (the audio side of every pair) per split. A synthetic corpus records its phrases
+# as separate clips (kind "phrase" in its manifests); LibriSpeech phrases are cut from sentences.
+phrases=$exp/phrases
+if [ "$corpus" = synth ]; then
+  phrase_train=$train_manifest; phrase_dev=$dev_manifest; phrase_test=$test_manifest
+else
+  phrase_train=$phrases/train.jsonl; phrase_dev=$phrases/dev.jsonl; phrase_test=$phrases/test.jsonl
+fi
+if todo 4 "LibriPhrase-style phrases and pairs"; then
+  mkdir -p "$phrases"
+  if [ "$corpus" = librispeech ]; then
+    splits="train dev"; [ -n "$libriphrase_csv" ] || splits="train dev test"
+    for split in $splits; do
+      case $split in train) m=$train_manifest ;; dev) m=$dev_manifest ;; test) m=$test_manifest ;; esac
+      python -m openkws align --acoustic "$exp/ctc/best_model.pt" --manifest $m \
+        --word-alignments "$exp/align/$split.jsonl" --device $device
+      python -m data_prep.libriphrase phrases --manifest $m --alignments "$exp/align/$split.jsonl" \
+        --clips "$phrases/clips/$split" --out "$phrases/$split.jsonl" --max-gap 0.3
+    done
+  fi
+  if [ -n "$libriphrase_csv" ]; then   # the official test set
+    if [ -n "$libriphrase_audio" ]; then
+      python -m data_prep.libriphrase official --csv-dir "$libriphrase_csv" --audio-root "$libriphrase_audio" \
+        --out-manifest "$phrases/test.jsonl" --out-pairs "$phrases/test_pairs.csv"
+    else
+      python -m openkws align --acoustic "$exp/ctc/best_model.pt" --manifest "$test_manifest" \
+        --word-alignments "$exp/align/test.jsonl" --device $device
+      python -m data_prep.libriphrase official --csv-dir "$libriphrase_csv" --source-manifest "$test_manifest" \
+        --alignments "$exp/align/test.jsonl" --clips "$phrases/clips/test" \
+        --out-manifest "$phrases/test.jsonl" --out-pairs "$phrases/test_pairs.csv"
+    fi
+  else
+    python -m data_prep.libriphrase pairs --manifest "$phrase_test" --seed "$seed" --out "$phrases/test_pairs.csv"
+  fi
+  done_stage 4
+fi
+
+if todo 5 "train the matcher heads: $heads"; then
+  for h in "${head_list[@]}"; do
+    if [ -f "$exp/.done/5.$h" ]; then log "head $h: done earlier"; continue; fi
+    train "$conf/$h.yaml" exp_dir="$exp/$h" device=$device seed="$seed" acoustic="$exp/ctc/best_model.pt" \
+      p2v="$exp/p2v.pt" "train=[$phrase_train]" "dev=[$phrase_dev]" 2>&1 | tee "$exp/log/$h.log"
+    done_stage "5.$h"
+  done
+  done_stage 5
+fi
+
+if todo 6 "export the model file"; then
+  head_args=()
+  for h in "${head_list[@]}"; do head_args+=(--head "$h=$exp/$h/best_model.pt"); done
+  python -m openkws export --acoustic "$exp/ctc/best_model.pt" --p2v "$exp/p2v.pt" "${head_args[@]}" \
+    --corpus "$corpus" --note "bash recipes/libriphrase/run.sh --corpus $corpus --config $config" --out "$exp/model.pt"
+  done_stage 6
+fi
+
+if todo 7 "score the test pairs, AUC/EER report"; then
+  python -m evaluation.score --model "$exp/model.pt" --manifest "$phrase_test" \
+    --pairs "$phrases/test_pairs.csv" --heads "$heads" --out "$exp/scores.jsonl"
+  python -m evaluation.report --scores "$exp/scores.jsonl" --corpus "$corpus" --out "$exp"
+  cat "$exp/results.md"
+  done_stage 7
+fi
+log "finished: $exp"
