@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from openkws.data.manifest import Utterance, write_manifest
+
+# Tiny models gain nothing from threads, and on a busy machine OpenMP threads waiting for each
+# other make them many times slower (session fixtures run before function fixtures, so set it here).
+torch.set_num_threads(1)
 
 # Each phoneme of the toy corpora is a distinct tone, so a tiny CTC model can learn them.
 TOY_PHONEMES = ["AA1", "B", "K", "S", "IY1", "M"]

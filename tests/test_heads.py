@@ -14,16 +14,6 @@ from openkws.text.g2p_embed import G2pDecoderEmbedding, checkpoint_path
 D = 32  # a small stand-in for the encoder width keeps the tests fast
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP threads waiting for
-    each other make them many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------ toy data
 
 def toy_batch(gen: torch.Generator, vocab: torch.Tensor, n_kw: int = 8, clips: int = 4,

@@ -24,7 +24,7 @@ class ConformerConfig:
     ffn_dim: int = 576
     conv_kernel: int = 15
     dropout: float = 0.1
-    subsampling_channels: int = 144
+    subsampling_channels: int = 112  # 112, not d: keeps encoder + all three heads under 4M parameters
 
 
 def subsampled_lengths(lengths: torch.Tensor) -> torch.Tensor:
