@@ -83,6 +83,56 @@ def _export(args) -> int:
     return 0
 
 
+def _model(path):
+    from openkws.api import load_model
+
+    return load_model(path)
+
+
+def _detect(args) -> int:
+    import json
+    from dataclasses import asdict
+
+    from openkws.api import detect
+
+    detections = detect(args.audio, args.keywords, model=_model(args.model), threshold=args.threshold,
+                        head=args.head)
+    if args.json:
+        print(json.dumps([asdict(d) for d in detections], indent=2))
+    else:
+        for d in detections:
+            print(f"{d.start:8.2f} {d.end:8.2f}  {d.score:.3f}  {d.keyword}")
+        if not detections:
+            print("no keyword detected")
+    return 0
+
+
+def _score(args) -> int:
+    import json
+
+    from openkws.api import score
+
+    scores = score(args.audio, args.keywords, model=_model(args.model), head=args.head)
+    if args.json:
+        print(json.dumps(scores, indent=2))
+    else:
+        for k, v in scores.items():
+            print(f"{v:.3f}  {k}")
+    return 0
+
+
+def _info(args) -> int:
+    import json
+
+    model = _model(args.model)
+    n_acoustic = sum(p.numel() for p in model.acoustic.parameters())
+    heads = {n: sum(p.numel() for p in h.parameters()) for n, h in model.heads.items()}
+    print(json.dumps({"acoustic_parameters": n_acoustic, "head_parameters": heads,
+                      "default_head": model.default_head, "thresholds": model.thresholds,
+                      "p2v_backoff": model.p2v.backoff, "info": model.info}, indent=2))
+    return 0
+
+
 def _trainers() -> dict:
     from openkws.train.ctc import CTCTrainConfig, train_ctc
     from openkws.train.heads import HeadTrainConfig, train_head
@@ -117,12 +167,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", default="", help="free text recorded in the model's info")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_export)
+
+    for name, func, text in (("detect", _detect, "find where keywords are spoken in an audio file"),
+                             ("score", _score, "score an audio file against keywords (0..1 each)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("audio", help="audio file (WAV, FLAC, OGG, MP3; any rate, any channels)")
+        p.add_argument("keywords", nargs="+", help="keyword text(s), e.g. \"turn on lights\"")
+        p.add_argument("--model", help="model file (default: the shipped model)")
+        p.add_argument("--head", help="matcher head (default: the model's default)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        if name == "detect":
+            p.add_argument("--threshold", type=float, help="0..1 (default: the model's calibrated one)")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("info", help="describe a model file")
+    p.add_argument("model", nargs="?", help="model file (default: the shipped model)")
+    p.set_defaults(func=_info)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as e:  # user errors: a message, not a traceback
+        print(f"openkws {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@
 # train-other-500 with our alignments).
 set -euo pipefail
 
+# The whole recipe is one function, so bash parses it before running it: editing this file (or a
+# git pull) while a run is going cannot change what that run executes.
+main() {
+
 config=default
 corpus=synth
 data_root=
@@ -51,6 +55,8 @@ while [ $# -gt 0 ]; do
 done
 
 recipe=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# data_prep/ and evaluation/ are imported from the repository, whatever the working directory.
+export PYTHONPATH="$(cd "$recipe/../.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 conf=$recipe/conf/$config
 [ -d "$conf" ] || { echo "run.sh: no config '$config' (have: $(ls "$recipe/conf" | tr '\n' ' '))" >&2; exit 2; }
 case "$corpus" in synth|librispeech) ;; *) echo "run.sh: --corpus must be synth or librispeech" >&2; exit 2 ;; esac
@@ -99,8 +105,8 @@ fi
 if [ "$corpus" = synth ]; then
   train_manifest=$data/train.jsonl; dev_manifest=$data/dev.jsonl; test_manifest=$data/test.jsonl
 else
-  train_manifest=$(for s in $librispeech_train; do printf '%s ' "$data/$s.jsonl"; done)
-  dev_manifest=$data/$librispeech_dev.jsonl; test_manifest=$data/$librispeech_test.jsonl
+  train_manifest=$(for s in $librispeech_train; do printf '%s ' "$data/librispeech_$s.jsonl"; done)
+  dev_manifest=$data/librispeech_$librispeech_dev.jsonl; test_manifest=$data/librispeech_$librispeech_test.jsonl
 fi
 
 if todo 1 "check manifests"; then
@@ -138,7 +144,7 @@ if todo 4 "LibriPhrase-style phrases and pairs"; then
     for split in $splits; do
       case $split in train) m=$train_manifest ;; dev) m=$dev_manifest ;; test) m=$test_manifest ;; esac
       python -m openkws align --acoustic "$exp/ctc/best_model.pt" --manifest $m \
-        --word-alignments "$exp/align/$split.jsonl" --device $device
+        --word-alignments "$exp/align/$split.jsonl" --device $device --max-per "${align_max_per:-0.5}"
       python -m data_prep.libriphrase phrases --manifest $m --alignments "$exp/align/$split.jsonl" \
         --clips "$phrases/clips/$split" --out "$phrases/$split.jsonl" --max-gap 0.3
     done
@@ -149,9 +155,9 @@ if todo 4 "LibriPhrase-style phrases and pairs"; then
         --out-manifest "$phrases/test.jsonl" --out-pairs "$phrases/test_pairs.csv"
     else
       python -m openkws align --acoustic "$exp/ctc/best_model.pt" --manifest "$test_manifest" \
-        --word-alignments "$exp/align/test.jsonl" --device $device
+        --word-alignments "$exp/align/test.jsonl" --device $device --max-per "${align_max_per:-0.5}"
       python -m data_prep.libriphrase official --csv-dir "$libriphrase_csv" --source-manifest "$test_manifest" \
-        --alignments "$exp/align/test.jsonl" --clips "$phrases/clips/test" \
+        --alignments "$exp/align/test.jsonl" --clips "$phrases/clips/test" --allow-missing \
         --out-manifest "$phrases/test.jsonl" --out-pairs "$phrases/test_pairs.csv"
     fi
   else
@@ -186,3 +192,7 @@ if todo 7 "score the test pairs, AUC/EER report"; then
   done_stage 7
 fi
 log "finished: $exp"
+}
+
+main "$@"
+exit

@@ -1,8 +1,8 @@
 # Smoke config: every stage, all heads, in a few minutes (CI runs it). Numbers are meaningless.
-synth_hours=0.04
+synth_hours=0.06
 data_suffix=_smoke
 librispeech_train="train-clean-100"
 librispeech_dev=dev-clean
 librispeech_test=train-other-500
-synth_args="--sentence-fraction 0.4"
+synth_args="--sentence-fraction 0.3 --min-phoneme-count 0"
 align_max_per=100   # the 2-epoch smoke model recognises nothing: align everything anyway
