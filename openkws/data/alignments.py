@@ -13,9 +13,9 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 from openkws.checkpoint import atomic_write_text
+from openkws.data.manifest import iter_jsonl
 
 Word = tuple[str, float, float]
 Alignments = dict[str, list[Word]]
@@ -32,29 +32,20 @@ def write_word_alignments(path: str | os.PathLike, alignments: Mapping[str, Iter
 
 def read_word_alignments(path: str | os.PathLike) -> Alignments:
     """Read a JSONL alignment file; errors name the file, the line and the problem."""
-    path = Path(path)
     out: Alignments = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: bad JSON ({e.msg})") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("id"), str) \
-                    or not isinstance(rec.get("words"), list):
-                raise ValueError(f"{where}: expected {{\"id\": str, \"words\": [[word, start, end], ...]}}")
-            if rec["id"] in out:
-                raise ValueError(f"{where}: duplicate utterance id {rec['id']!r}")
-            words = []
-            for item in rec["words"]:
-                if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
-                        and all(isinstance(t, (int, float)) and math.isfinite(t) for t in item[1:])
-                        and item[1] <= item[2]):
-                    raise ValueError(f"{where}: bad word entry {item!r} (want [word, start, end], "
-                                     "finite, start <= end)")
-                words.append((item[0], float(item[1]), float(item[2])))
-            out[rec["id"]] = words
+    for where, rec in iter_jsonl(path):
+        if not isinstance(rec, dict) or not isinstance(rec.get("id"), str) \
+                or not isinstance(rec.get("words"), list):
+            raise ValueError(f"{where}: expected {{\"id\": str, \"words\": [[word, start, end], ...]}}")
+        if rec["id"] in out:
+            raise ValueError(f"{where}: duplicate utterance id {rec['id']!r}")
+        words = []
+        for item in rec["words"]:
+            if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+                    and all(isinstance(t, (int, float)) and math.isfinite(t) for t in item[1:])
+                    and item[1] <= item[2]):
+                raise ValueError(f"{where}: bad word entry {item!r} (want [word, start, end], "
+                                 "finite, start <= end)")
+            words.append((item[0], float(item[1]), float(item[2])))
+        out[rec["id"]] = words
     return out

@@ -17,7 +17,7 @@ import math
 import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -52,27 +52,32 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 }  # fmt: skip
 
 
-def read_manifest(path: str | os.PathLike) -> list[Utterance]:
-    """Read a JSONL manifest; relative audio paths are resolved against the manifest's folder.
-
-    Raises ValueError naming the file and line for bad JSON, a missing or unknown field, or a
-    field of the wrong type. Blank lines are ignored.
-    """
-    path = Path(path)
-    root = path.resolve().parent
-    utts = []
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[str, object]]:
+    """(``file:line``, record) for each non-blank line of a JSON-lines file; bad JSON is a
+    ValueError naming the file and line."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
-                record = json.loads(line)
+                yield where, json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{where}: bad JSON ({e.msg} at column {e.colno})") from None
-            utt = _from_record(record, where)
-            utt.path = os.path.normpath(root / utt.path)  # an absolute stored path stays as it is
-            utts.append(utt)
+
+
+def read_manifest(path: str | os.PathLike) -> list[Utterance]:
+    """Read a JSONL manifest; relative audio paths are resolved against the manifest's folder.
+
+    Raises ValueError naming the file and line for bad JSON, a missing or unknown field, or a
+    field of the wrong type. Blank lines are ignored.
+    """
+    root = Path(path).resolve().parent
+    utts = []
+    for where, record in iter_jsonl(path):
+        utt = _from_record(record, where)
+        utt.path = os.path.normpath(root / utt.path)  # an absolute stored path stays as it is
+        utts.append(utt)
     return utts
 
 

@@ -126,6 +126,8 @@ if todo 3 "forced alignment and P2V table"; then
     --max-per "${align_max_per:-0.5}" 2>&1 | tee "$exp/log/align.log"
   python -m evaluation.p2v_report --acoustic "$exp/ctc/best_model.pt" --p2v "$exp/p2v.pt" \
     --manifest $test_manifest --out "$exp/p2v_report" --max-per "${align_max_per:-0.5}" 2>&1 | tee "$exp/log/p2v_report.log"
+  python -m evaluation.per --acoustic "$exp/ctc/best_model.pt" --manifest $test_manifest \
+    --out "$exp/ctc/per_test.json" 2>&1 | tee "$exp/log/per_test.log"
   done_stage 3
 fi
 
