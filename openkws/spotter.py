@@ -1,7 +1,8 @@
 """Streaming keyword spotting over audio of any length, fed in chunks of any size.
 
 Each keyword is searched with sliding windows sized from its phoneme count (CLAD: phonemes x 90 ms
-+ 300 ms margin), half overlap. Windows sit on a fixed grid of absolute sample positions, so the
++ 300 ms margin, rounded up to one of a few bucket sizes so many keywords share windows), half
+overlap. Windows sit on a fixed grid of absolute sample positions, so the
 detections do not depend on how the audio was chunked; ``flush()`` scores the tail of the stream
 (a clip shorter than a window is scored whole). After a hit, a keyword is muted for a refractory
 period so one utterance of it gives one detection.
@@ -20,6 +21,7 @@ from openkws.audio import SAMPLE_RATE, load_audio
 from openkws.model import Keyword, KWSModel
 
 HOP_QUANTUM = 160  # window lengths and hops are whole fbank hops (10 ms)
+WINDOW_BUCKETS = (0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)  # seconds
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,12 @@ class KeywordSpotter:
             e.muted_until = -1
 
     def _groups(self) -> dict[int, list[_Enrolled]]:
+        """Keywords by window length (samples): the smallest bucket that holds the keyword's
+        window, so that a handful of window sizes serve any number of keywords."""
         groups: dict[int, list[_Enrolled]] = defaultdict(list)
         for e in self._enrolled.values():
-            length = max(HOP_QUANTUM, int(round(e.keyword.window_seconds * SAMPLE_RATE / HOP_QUANTUM)) * HOP_QUANTUM)
-            groups[length].append(e)
+            seconds = next((b for b in WINDOW_BUCKETS if b >= e.keyword.window_seconds), e.keyword.window_seconds)
+            groups[int(round(seconds * SAMPLE_RATE / HOP_QUANTUM)) * HOP_QUANTUM].append(e)
         return groups
 
     def accept_waveform(self, chunk, sample_rate: int = SAMPLE_RATE) -> list[Detection]:
@@ -111,7 +115,7 @@ class KeywordSpotter:
         if not self._enrolled:
             raise ValueError("no keyword enrolled: call enroll() first")
         end = self._offset + len(self._buffer)
-        detections = []
+        planned = []  # (window length, members, window starts)
         for length, members in self._groups().items():
             hop = max(HOP_QUANTUM, (length // 2) // HOP_QUANTUM * HOP_QUANTUM)
             starts = []
@@ -120,18 +124,28 @@ class KeywordSpotter:
                 self._next_start[length] += hop
             if final and end > self._scored_until[length] and not starts:
                 starts.append(max(0, end - length))  # the tail: aligned to the end of the stream
-            if not starts:
-                continue
-            windows = [self._buffer[s - self._offset: min(s + length, end) - self._offset] for s in starts]
-            scores = self.model.score_segments(windows, [m.keyword for m in members], self.head_name)
-            self._scored_until[length] = max(self._scored_until[length], min(starts[-1] + length, end))
-            for w, start in enumerate(starts):
-                for k, member in enumerate(members):
-                    score = float(scores[w, k])
+            if starts:
+                self._scored_until[length] = max(self._scored_until[length], min(starts[-1] + length, end))
+                planned.append((length, members, starts))
+        if not planned:
+            return []
+        # One batched call for every window of every group: the encoder dominates the cost, and
+        # groups often share windows (e.g. a short clip is the tail window of every group).
+        spans = sorted({(s, min(s + length, end)) for length, _, starts in planned for s in starts})
+        row = {span: i for i, span in enumerate(spans)}
+        enrolled = [m for _, members, _ in planned for m in members]
+        col = {id(m): j for j, m in enumerate(enrolled)}
+        scores = self.model.score_segments([self._buffer[a - self._offset: b - self._offset] for a, b in spans],
+                                           [m.keyword for m in enrolled], self.head_name)
+        detections = []
+        for length, members, starts in planned:
+            for start in starts:
+                stop = min(start + length, end)
+                for member in members:
+                    score = float(scores[row[(start, stop)], col[id(member)]])
                     text = member.keyword.text
                     self.best_scores[text] = max(score, self.best_scores.get(text, 0.0))
                     if score >= member.threshold and start >= member.muted_until:
-                        stop = min(start + length, end)
                         detections.append(Detection(text, score, start / SAMPLE_RATE, stop / SAMPLE_RATE))
                         member.muted_until = stop + self.refractory - length // 2
         self._trim()

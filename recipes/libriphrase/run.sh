@@ -6,6 +6,7 @@
 #   bash recipes/libriphrase/run.sh --config smoke                # every stage in a few minutes (CI)
 #   bash recipes/libriphrase/run.sh --corpus librispeech --data-root /data/LibriSpeech --ngpu 4
 #   bash recipes/libriphrase/run.sh --stage 5 --stop-stage 7      # resume from a stage
+#   bash recipes/libriphrase/run.sh --threads 1                   # on a machine shared with other work
 #
 # Stages (DESIGN.md §2): 0 corpus, 1 manifests + checks, 2 CTC training, 3 alignment + P2V,
 # 4 LibriPhrase pairs, 5 heads, 6 export, 7 scoring + report. A finished stage leaves
@@ -34,6 +35,7 @@ stage=0
 stop_stage=7
 tag=
 seed=0
+threads=
 
 usage() { sed -n '2,21p' "$0"; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
@@ -49,11 +51,15 @@ while [ $# -gt 0 ]; do
     --stop-stage) stop_stage=$2; shift 2 ;;
     --tag) tag=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "run.sh: unknown option $1" >&2; usage 2 ;;
   esac
 done
 
+# On a machine shared with other work, one thread per process is much faster than torch's
+# default (OpenMP threads wait for each other when a core is taken away): --threads 1.
+[ -z "$threads" ] || export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 recipe=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # data_prep/ and evaluation/ are imported from the repository, whatever the working directory.
 export PYTHONPATH="$(cd "$recipe/../.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
