@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import functools
 import io
 import logging
@@ -546,6 +547,11 @@ def main(argv: list[str] | None = None) -> None:
     ph.add_argument("--out", required=True, help="phrase manifest to write (JSONL)")
     ph.add_argument("--max-gap", type=float, default=None,
                     help="break phrases at unmarked pauses longer than this (s); for CTC alignments")
+    ph.add_argument("--pad", type=float, default=0.0,
+                    help="widen each clip by this much on both sides (s): CTC word spans end at the "
+                         "last phoneme's spike, before the word really ends")
+    ph.add_argument("--max-phrases", type=int, default=0, help="keep a seeded random sample of this many")
+    ph.add_argument("--seed", type=int, default=0)
 
     pa = sub.add_parser("pairs", help="build anchor/comparison pairs from a phrase manifest")
     pa.add_argument("--manifest", nargs="+", required=True, help="phrase manifest(s)")
@@ -572,6 +578,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "phrases":
         segs = extract_phrases(_read_manifests(args.manifest), read_word_alignments(args.alignments),
                                max_gap=args.max_gap)
+        if 0 < args.max_phrases < len(segs):
+            keep = np.random.default_rng(args.seed).choice(len(segs), args.max_phrases, replace=False)
+            segs = [segs[i] for i in sorted(keep)]
+        if args.pad:
+            segs = [dataclasses.replace(s, start=max(0.0, s.start - args.pad), end=s.end + args.pad) for s in segs]
         utts = cut_phrase_clips(segs, args.clips)
         write_manifest(args.out, utts)
         log.info("wrote %d phrase clips to %s", len(utts), args.out)

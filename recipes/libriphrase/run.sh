@@ -141,20 +141,26 @@ fi
 # as separate clips (kind "phrase" in its manifests); LibriSpeech phrases are cut from sentences.
 phrases=$exp/phrases
 if [ "$corpus" = synth ]; then
-  phrase_train=$train_manifest; phrase_dev=$dev_manifest; phrase_test=$test_manifest
+  # besides the recorded phrases, phrases cut from the training sentences with our own word
+  # alignments: many more distinct keywords for the heads (each said by one voice)
+  phrase_train="$train_manifest,$phrases/train_cut.jsonl"; phrase_dev=$dev_manifest; phrase_test=$test_manifest
 else
   phrase_train=$phrases/train.jsonl; phrase_dev=$phrases/dev.jsonl; phrase_test=$phrases/test.jsonl
 fi
 if todo 4 "LibriPhrase-style phrases and pairs"; then
   mkdir -p "$phrases"
-  if [ "$corpus" = librispeech ]; then
+  if [ "$corpus" = synth ]; then
+    python -m data_prep.libriphrase phrases --manifest $train_manifest --alignments "$exp/align/train.jsonl" \
+      --clips "$phrases/clips/train" --out "$phrases/train_cut.jsonl" --max-gap 0.3 --pad "$phrase_pad" \
+      --max-phrases "$synth_cut_phrases" --seed "$seed"
+  else
     splits="train dev"; [ -n "$libriphrase_csv" ] || splits="train dev test"
     for split in $splits; do
       case $split in train) m=$train_manifest ;; dev) m=$dev_manifest ;; test) m=$test_manifest ;; esac
       python -m openkws align --acoustic "$exp/ctc/best_model.pt" --manifest $m \
         --word-alignments "$exp/align/$split.jsonl" --device $device --max-per "${align_max_per:-0.5}"
       python -m data_prep.libriphrase phrases --manifest $m --alignments "$exp/align/$split.jsonl" \
-        --clips "$phrases/clips/$split" --out "$phrases/$split.jsonl" --max-gap 0.3
+        --clips "$phrases/clips/$split" --out "$phrases/$split.jsonl" --max-gap 0.3 --pad "$phrase_pad"
     done
   fi
   if [ -n "$libriphrase_csv" ]; then   # the official test set

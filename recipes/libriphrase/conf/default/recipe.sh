@@ -5,3 +5,5 @@ librispeech_train="train-clean-100 train-clean-360"
 librispeech_dev=dev-clean
 librispeech_test=train-other-500
 align_max_per=0.5   # skip utterances the CTC model gets badly wrong when building P2V
+phrase_pad=0.05        # s of context on each side of a phrase cut with CTC word alignments
+synth_cut_phrases=3000 # phrases cut from the synthetic training sentences (more keywords for the heads)

@@ -6,3 +6,5 @@ librispeech_dev=dev-clean
 librispeech_test=train-other-500
 synth_args="--sentence-fraction 0.3 --min-phoneme-count 0"
 align_max_per=100   # the 2-epoch smoke model recognises nothing: align everything anyway
+phrase_pad=0.05
+synth_cut_phrases=100
