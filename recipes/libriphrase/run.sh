@@ -7,6 +7,7 @@
 #   bash recipes/libriphrase/run.sh --corpus librispeech --data-root /data/LibriSpeech --ngpu 4
 #   bash recipes/libriphrase/run.sh --stage 5 --stop-stage 7      # resume from a stage
 #   bash recipes/libriphrase/run.sh --threads 1                   # on a machine shared with other work
+#   bash recipes/libriphrase/run.sh --ctc-args "optim.epochs=40" --head-args "optim.epochs=20"   # config overrides
 #
 # Stages (DESIGN.md §2): 0 corpus, 1 manifests + checks, 2 CTC training, 3 alignment + P2V,
 # 4 LibriPhrase pairs, 5 heads, 6 export, 7 scoring + report. A finished stage leaves
@@ -36,6 +37,8 @@ stop_stage=7
 tag=
 seed=0
 threads=
+ctc_args=
+head_args=
 
 usage() { sed -n '2,/^set -euo/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
@@ -52,6 +55,8 @@ while [ $# -gt 0 ]; do
     --tag) tag=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
+    --ctc-args) ctc_args=$2; shift 2 ;;
+    --head-args) head_args=$2; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "run.sh: unknown option $1" >&2; usage 2 ;;
   esac
@@ -122,7 +127,7 @@ fi
 
 if todo 2 "train the CTC acoustic model"; then
   train "$conf/ctc.yaml" exp_dir="$exp/ctc" device=$device seed="$seed" \
-    "data.train=[$(echo $train_manifest | tr ' ' ',')]" "data.dev=[$dev_manifest]" 2>&1 | tee "$exp/log/ctc.log"
+    "data.train=[$(echo $train_manifest | tr ' ' ',')]" "data.dev=[$dev_manifest]" $ctc_args 2>&1 | tee "$exp/log/ctc.log"
   done_stage 2
 fi
 
@@ -184,16 +189,16 @@ if todo 5 "train the matcher heads: $heads"; then
   for h in "${head_list[@]}"; do
     if [ -f "$exp/.done/5.$h" ]; then log "head $h: done earlier"; continue; fi
     train "$conf/$h.yaml" exp_dir="$exp/$h" device=$device seed="$seed" acoustic="$exp/ctc/best_model.pt" \
-      p2v="$exp/p2v.pt" "train=[$phrase_train]" "dev=[$phrase_dev]" 2>&1 | tee "$exp/log/$h.log"
+      p2v="$exp/p2v.pt" "train=[$phrase_train]" "dev=[$phrase_dev]" $head_args 2>&1 | tee "$exp/log/$h.log"
     done_stage "5.$h"
   done
   done_stage 5
 fi
 
 if todo 6 "export the model file"; then
-  head_args=()
-  for h in "${head_list[@]}"; do head_args+=(--head "$h=$exp/$h/best_model.pt"); done
-  python -m openkws export --acoustic "$exp/ctc/best_model.pt" --p2v "$exp/p2v.pt" "${head_args[@]}" \
+  export_heads=()
+  for h in "${head_list[@]}"; do export_heads+=(--head "$h=$exp/$h/best_model.pt"); done
+  python -m openkws export --acoustic "$exp/ctc/best_model.pt" --p2v "$exp/p2v.pt" "${export_heads[@]}" \
     --corpus "$corpus" --note "bash recipes/libriphrase/run.sh --corpus $corpus --config $config" --out "$exp/model.pt"
   done_stage 6
 fi
