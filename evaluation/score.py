@@ -27,7 +27,7 @@ def score_trials(model: KWSModel, utts, trials, heads: list[str], device="cpu") 
     missing = sorted({t.audio for t in trials} - set(index))
     if missing:
         raise ValueError(f"{len(missing)} trial clips are not in the manifest, e.g. {missing[:3]}")
-    bank = ClipBank(model.acoustic, utts, device)
+    bank = ClipBank(model.acoustic, utts, device, keep_feats=any(model.head(h).needs_feats for h in heads))
     pairs = [Pair(index[t.audio], 0, model.keyword(t.text).phonemes, int(t.label), 0) for t in trials]
     rows = []
     for name in heads:

@@ -27,21 +27,23 @@ def toy_wave(phonemes, rng, seconds_per_phoneme=0.12, sr=16000):
     return wave + 0.01 * rng.standard_normal(len(wave)).astype(np.float32)
 
 
+def _toy_utterance(path, utt_id, phones, rng, speaker, kind, split):
+    """Write one toy clip and return its manifest entry."""
+    wave = toy_wave(phones, rng)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wave, 16000)
+    return Utterance(id=utt_id, path=str(path), duration=len(wave) / 16000, text=" ".join(phones).lower(),
+                     phonemes=list(phones), speaker=speaker, kind=kind, split=split)
+
+
 def make_toy_corpus(root, n_train=24, n_dev=6, seed=0):
     """Write toy utterances of 3-5 'phonemes' and train/dev manifests; return the manifest paths."""
     rng = np.random.default_rng(seed)
     paths = {}
     for split, n in (("train", n_train), ("dev", n_dev)):
-        utts = []
-        for i in range(n):
-            phones = list(rng.choice(TOY_PHONEMES, size=rng.integers(3, 6)))
-            wave = toy_wave(phones, rng)
-            path = root / "audio" / f"{split}_{i}.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, wave, 16000)
-            utts.append(Utterance(id=f"{split}_{i}", path=str(path), duration=len(wave) / 16000,
-                                  text=" ".join(phones).lower(), phonemes=phones,
-                                  speaker=f"{split}_spk{i % 3}", kind="sentence", split=split))
+        utts = [_toy_utterance(root / "audio" / f"{split}_{i}.wav", f"{split}_{i}",
+                               list(rng.choice(TOY_PHONEMES, size=rng.integers(3, 6))), rng,
+                               f"{split}_spk{i % 3}", "sentence", split) for i in range(n)]
         paths[split] = root / f"{split}.jsonl"
         write_manifest(paths[split], utts)
     return paths
@@ -56,16 +58,9 @@ def make_toy_phrases(root, speakers_per_split=(("train", 4), ("dev", 2), ("test"
     rng = np.random.default_rng(seed)
     paths = {}
     for split, n_spk in speakers_per_split:
-        utts = []
-        for s in range(n_spk):
-            for k, phones in enumerate(TOY_PHRASES):
-                wave = toy_wave(phones, rng)
-                path = root / "phrases" / f"{split}_{s}_{k}.wav"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                sf.write(path, wave, 16000)
-                utts.append(Utterance(id=f"{split}_{s}_{k}", path=str(path), duration=len(wave) / 16000,
-                                      text=" ".join(phones).lower(), phonemes=phones,
-                                      speaker=f"{split}_spk{s}", kind="phrase", split=split))
+        utts = [_toy_utterance(root / "phrases" / f"{split}_{s}_{k}.wav", f"{split}_{s}_{k}", phones, rng,
+                               f"{split}_spk{s}", "phrase", split)
+                for s in range(n_spk) for k, phones in enumerate(TOY_PHRASES)]
         paths[split] = root / f"phrases_{split}.jsonl"
         write_manifest(paths[split], utts)
     return paths

@@ -26,12 +26,12 @@ from openkws.text import (concatenate_keyword, encode, is_homophone, mutate_phon
 
 
 class ClipBank:
-    """Encoder outputs and normalised features of clips: ``views`` copies, view 0 clean and the
-    others augmented (seeded)."""
+    """Encoder outputs (and, with ``keep_feats``, the normalised fbank, 4x larger, which only
+    PhonMatchNet reads) of clips: ``views`` copies, view 0 clean and the others augmented (seeded)."""
 
     def __init__(self, model, utts: Sequence[Utterance], device="cpu", views: int = 1,
                  augment_cfg: AugmentConfig | None = None, seed: int = 0, batch_seconds: float = 120.0,
-                 store: WaveformStore | None = None):
+                 store: WaveformStore | None = None, keep_feats: bool = True):
         self.utts = list(utts)
         store = store or WaveformStore(self.utts, cache=False)
         self.enc: list[list[torch.Tensor]] = []
@@ -51,7 +51,8 @@ class ClipBank:
                     enc, enc_lengths = model.encoder(feats, feat_lengths)
                 for row, i in enumerate(ids):
                     enc_v[i] = enc[row, : max(1, int(enc_lengths[row]))].half().cpu()
-                    feats_v[i] = feats[row, : max(1, int(feat_lengths[row]))].half().cpu()
+                    if keep_feats:
+                        feats_v[i] = feats[row, : max(1, int(feat_lengths[row]))].half().cpu()
             self.enc.append(enc_v)
             self.feats.append(feats_v)
 

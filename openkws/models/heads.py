@@ -108,6 +108,7 @@ class Head(nn.Module):
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    needs_feats: ClassVar[bool] = False  # reads PairBatch.feats (the fbank), not only E and F
 
     def forward(self, batch: PairBatch) -> Tensor:
         """Logits (B,), a score before the sigmoid."""

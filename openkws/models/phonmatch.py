@@ -89,6 +89,7 @@ class EncoderStream(nn.Module):
 @register_head
 class PhonMatchNet(Head):
     name = "phonmatch"
+    needs_feats = True  # its trainable conv stream reads the fbank
     config_class = PhonMatchConfig
 
     def __init__(self, cfg: PhonMatchConfig, d_model: int, pretrained_stream: nn.Module | None = None):

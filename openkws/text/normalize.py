@@ -84,25 +84,25 @@ def _integer(digits: str) -> str:
     return _words(digits)
 
 
-def _year(n: int) -> str:
-    """A year read in pairs: nineteen ninety nine, nineteen oh five, nineteen hundred."""
-    high, low = divmod(n, 100)
+def _pair(high: int, low: int, zero: str) -> str:
+    """Two numbers read as a pair: "nineteen ninety nine", "seven oh five", "seven <zero>"."""
     if low == 0:
-        return f"{_words(str(high))} hundred"
+        return f"{_words(str(high))} {zero}"
     if low < 10:
         return f"{_words(str(high))} oh {_DIGITS[low]}"
     return f"{_words(str(high))} {_words(str(low))}"
+
+
+def _year(n: int) -> str:
+    """A year read in pairs: nineteen ninety nine, nineteen oh five, nineteen hundred."""
+    return _pair(*divmod(n, 100), "hundred")
 
 
 def _time(m: re.Match) -> str:
     hours, minutes = int(m.group(1)), int(m.group(2))
     if hours > 23 or minutes > 59:  # not a clock time (a score, a ratio): read both numbers
         return f" {_integer(m.group(1))} {_integer(m.group(2))} "
-    if minutes == 0:
-        return f" {_words(str(hours))} o'clock "
-    if minutes < 10:
-        return f" {_words(str(hours))} oh {_DIGITS[minutes]} "
-    return f" {_words(str(hours))} {_words(str(minutes))} "
+    return " " + _pair(hours, minutes, "o'clock") + " "
 
 
 def _money(m: re.Match) -> str:

@@ -21,7 +21,7 @@ from openkws.data.manifest import read_manifest
 from openkws.data.pairs import ClipBank, KeywordPairSampler, Pair, SamplerConfig, collate
 from openkws.metrics import eer, roc_auc
 from openkws.models.acoustic import load_acoustic
-from openkws.models.heads import Head, build_head, num_parameters
+from openkws.models.heads import HEADS, Head, build_head, num_parameters
 from openkws.models.p2v import P2V
 from openkws.train.loop import Distributed, OptimConfig, Trainer
 
@@ -51,10 +51,9 @@ class HeadTrainConfig:
 def score_pairs(head: Head, pairs: Sequence[Pair], bank: ClipBank, p2v: P2V, batch_size: int = 512,
                 device="cpu") -> np.ndarray:
     head.eval()
-    needs_feats = getattr(head, "needs_feats", True)
     out = []
     for i in range(0, len(pairs), batch_size):
-        batch = collate(pairs[i:i + batch_size], bank, p2v, with_feats=needs_feats).to(device)
+        batch = collate(pairs[i:i + batch_size], bank, p2v, with_feats=head.needs_feats).to(device)
         out.append(head.score(batch).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
 
@@ -71,14 +70,17 @@ class HeadTask:
         train, dev = phrases(cfg.train), phrases(cfg.dev)
         if not train:
             raise ValueError(f"no phrase clips (kinds {cfg.phrase_kinds}) in {cfg.train}")
-        self.bank = ClipBank(acoustic, train, device, cfg.views, cfg.augment, cfg.seed)
+        if cfg.head not in HEADS:
+            raise ValueError(f"unknown head {cfg.head!r}; available: {sorted(HEADS)}")
+        self.needs_feats = HEADS[cfg.head].needs_feats
+        self.bank = ClipBank(acoustic, train, device, cfg.views, cfg.augment, cfg.seed,
+                             keep_feats=self.needs_feats)
         self.sampler = KeywordPairSampler(self.bank, self.p2v, cfg.sampler, cfg.seed)
         self.dev_pairs: list[Pair] = []
         if dev:
-            self.dev_bank = ClipBank(acoustic, dev, device, 1)
+            self.dev_bank = ClipBank(acoustic, dev, device, 1, keep_feats=self.needs_feats)
             dev_sampler = KeywordPairSampler(self.dev_bank, self.p2v, cfg.sampler, seed=12345)
             self.dev_pairs = [p for b in range(cfg.dev_batches) for p in dev_sampler.batch(0, b)]
-        self.needs_feats = cfg.head == "phonmatch"
 
     def num_batches(self, epoch: int) -> int:
         return self.cfg.batches_per_epoch or self.sampler.batches_per_epoch()
