@@ -27,7 +27,8 @@ def score_trials(model: KWSModel, utts, trials, heads: list[str], device="cpu") 
     missing = sorted({t.audio for t in trials} - set(index))
     if missing:
         raise ValueError(f"{len(missing)} trial clips are not in the manifest, e.g. {missing[:3]}")
-    bank = ClipBank(model.acoustic, utts, device, keep_feats=any(model.head(h).needs_feats for h in heads))
+    bank = ClipBank(model.acoustic, utts, device, keep_feats=any(model.head(h).needs_feats for h in heads),
+                    stream=[model.head(h).stream for h in heads if model.head(h).stream is not None])
     pairs = [Pair(index[t.audio], 0, model.keyword(t.text).phonemes, int(t.label), 0) for t in trials]
     rows = []
     for name in heads:

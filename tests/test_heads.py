@@ -110,7 +110,8 @@ def _extend(batch: PairBatch, extra: PairBatch) -> PairBatch:
         size = max(a.shape[1], b.shape[1])
         return torch.cat([F.pad(x, (0, 0) * (x.dim() - 2) + (0, size - x.shape[1])) for x in (a, b)])
 
-    fields = {k: cat(getattr(batch, k), getattr(extra, k)) for k in batch.__dataclass_fields__}
+    fields = {k: None if getattr(batch, k) is None else cat(getattr(batch, k), getattr(extra, k))
+              for k in batch.__dataclass_fields__}
     return PairBatch(**fields)
 
 
@@ -146,6 +147,16 @@ def test_clip_groups():
     clip, first = batch.clip_groups()
     assert clip[0] == clip[2] and clip[1] == clip[4] and len(set(clip.tolist())) == 3
     assert sorted(first.tolist()) == [0, 1, 3] and (clip[first] == torch.arange(3)).all()
+
+
+def test_clip_groups_count_the_stream():
+    gen = torch.Generator().manual_seed(4)
+    batch = _random_batch(gen, [(5, 3), (5, 3)])
+    same = PairBatch(audio=batch.audio[[0, 0]], audio_lengths=batch.audio_lengths[[0, 0]], text=batch.text,
+                     text_lengths=batch.text_lengths, phoneme_ids=batch.phoneme_ids,
+                     stream=torch.randn(2, 4, 6, generator=gen), stream_lengths=torch.tensor([4, 4]))
+    assert len(set(same.clip_groups()[0].tolist())) == 2  # equal E, different stream: two clips
+    assert same.select(torch.tensor([1, 1])).clip_groups()[0].tolist() == [0, 0]
 
 
 def test_build_head_configs():
@@ -184,6 +195,17 @@ def test_pair_batch_validation_and_to():
                   text_lengths=batch.text_lengths, phoneme_ids=batch.phoneme_ids)
     inference = PairBatch(audio=batch.audio, audio_lengths=batch.audio_lengths, text=batch.text,
                           text_lengths=batch.text_lengths, phoneme_ids=batch.phoneme_ids)
+    common = dict(audio=batch.audio, audio_lengths=batch.audio_lengths, text=batch.text,
+                  text_lengths=batch.text_lengths, phoneme_ids=batch.phoneme_ids)
+    with pytest.raises(ValueError, match="stream and stream_lengths come together"):
+        PairBatch(**common, stream=torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match="stream_lengths must lie in"):
+        PairBatch(**common, stream=torch.zeros(2, 3, 4), stream_lengths=torch.tensor([3, 4]))
+    with pytest.raises(ValueError, match="PairBatch.stream: expected rank 3"):
+        PairBatch(**common, stream=torch.zeros(2, 3), stream_lengths=torch.tensor([3, 3]))
+    with_stream = PairBatch(**common, stream=torch.zeros(2, 3, 4), stream_lengths=torch.tensor([3, 1]))
+    assert with_stream.select(torch.tensor([1])).stream_lengths.tolist() == [1]
+    assert with_stream.to("cpu").stream.shape == (2, 3, 4)
     with pytest.raises(ValueError, match="labels"):
         build_head("ced", None, D).loss(inference)
 

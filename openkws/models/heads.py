@@ -2,9 +2,10 @@
 the registry (``HEADS``, ``build_head``) and the masking helpers the heads share.
 
 A head never sees the acoustic encoder's weights: it gets the frozen encoder output E, the P2V
-text vectors F, the phoneme ids and (for PhonMatchNet's conv stream) the normalised fbank, all
-padded with lengths. ``forward`` gives one logit per pair, ``score`` its sigmoid and ``loss`` the
-head's training objective plus a dict of float statistics for logging.
+text vectors F, the phoneme ids, (for PhonMatchNet's conv stream) the normalised fbank and (for a
+head with a frozen external audio stream, ``Head.stream``, e.g. Google's speech embedding) that
+stream's features, all padded with lengths. ``forward`` gives one logit per pair, ``score`` its
+sigmoid and ``loss`` the head's training objective plus a dict of float statistics for logging.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from openkws.config import from_dict
+from openkws.streams import AudioStream
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -28,6 +30,9 @@ class PairBatch:
     audio (B, n, d) frozen encoder output (40 ms frames) + audio_lengths (B,);
     text (B, m, d) P2V vectors + text_lengths (B,); phoneme_ids (B, m) long, 0 = padding;
     feats (B, T, 80) normalised log-mel (10 ms) + feat_lengths (B,), needed by PhonMatchNet only;
+    stream (B, S, D) the features of the head's frozen external audio stream (``Head.stream``;
+    ``stream.frame_seconds`` per frame, t = 0 at the clip's first sample) + stream_lengths (B,),
+    needed only by heads that have one (``openkws.streams.stream_kwargs`` computes both);
     labels (B,) float 1/0; phone_labels (B, m) float, 1 iff text phoneme k equals phoneme k of
     the audio's true transcription (all 1 for positives); keyword_ids (B,) long, the keyword the
     AUDIO contains (contrastive losses use it to know which pairs share content).
@@ -41,6 +46,8 @@ class PairBatch:
     phoneme_ids: Tensor
     feats: Tensor | None = None
     feat_lengths: Tensor | None = None
+    stream: Tensor | None = None
+    stream_lengths: Tensor | None = None
     labels: Tensor | None = None
     phone_labels: Tensor | None = None
     keyword_ids: Tensor | None = None
@@ -48,7 +55,8 @@ class PairBatch:
     def __post_init__(self) -> None:
         b = self.audio.shape[0] if self.audio.dim() == 3 else -1
         expect = {"audio": 3, "audio_lengths": 1, "text": 3, "text_lengths": 1, "phoneme_ids": 2,
-                  "feats": 3, "feat_lengths": 1, "labels": 1, "phone_labels": 2, "keyword_ids": 1}
+                  "feats": 3, "feat_lengths": 1, "stream": 3, "stream_lengths": 1, "labels": 1,
+                  "phone_labels": 2, "keyword_ids": 1}
         for name, rank in expect.items():
             value = getattr(self, name)
             if value is None:
@@ -59,10 +67,11 @@ class PairBatch:
         if self.phoneme_ids.shape[1] != self.text.shape[1]:
             raise ValueError(f"PairBatch: phoneme_ids {tuple(self.phoneme_ids.shape)} and text "
                              f"{tuple(self.text.shape)} disagree on m")
-        if (self.feats is None) != (self.feat_lengths is None):
-            raise ValueError("PairBatch: feats and feat_lengths come together")
+        for seq, lengths in (("feats", "feat_lengths"), ("stream", "stream_lengths")):
+            if (getattr(self, seq) is None) != (getattr(self, lengths) is None):
+                raise ValueError(f"PairBatch: {seq} and {lengths} come together")
         for seq, lengths in (("audio", "audio_lengths"), ("text", "text_lengths"),
-                             ("feats", "feat_lengths")):
+                             ("feats", "feat_lengths"), ("stream", "stream_lengths")):
             x, n = getattr(self, seq), getattr(self, lengths)
             if x is not None and b and (int(n.min()) < 1 or int(n.max()) > x.shape[1]):
                 raise ValueError(f"PairBatch.{lengths} must lie in [1, {x.shape[1]}], "
@@ -88,11 +97,14 @@ class PairBatch:
         clip's first pair (C,). A clip is identified by its lengths and its first and last valid
         encoder frames (and fbank frames, when present), bit for bit: the encoder's global
         attention makes every frame depend on the whole clip, so distinct clips never share
-        them, and this is far cheaper than comparing whole rows."""
+        them, and this is far cheaper than comparing whole rows. The external stream's frames
+        count too, when present (a head may read nothing else of the audio)."""
         rows = torch.arange(len(self), device=self.audio.device)
         parts = [self.audio_lengths[:, None], self.audio[:, 0], self.audio[rows, self.audio_lengths - 1]]
         if self.feats is not None:
             parts += [self.feat_lengths[:, None], self.feats[:, 0], self.feats[rows, self.feat_lengths - 1]]
+        if self.stream is not None:
+            parts += [self.stream_lengths[:, None], self.stream[:, 0], self.stream[rows, self.stream_lengths - 1]]
         return group_rows(torch.cat([p.double() for p in parts], 1))  # float64 holds all exactly
 
     def require(self, *names: str) -> None:
@@ -104,11 +116,18 @@ class PairBatch:
 
 class Head(nn.Module):
     """Base class of the matcher heads. Subclasses set ``name`` and ``config_class`` and take
-    ``(cfg, d_model)`` in their constructor."""
+    ``(cfg, d_model)`` in their constructor.
+
+    ``stream`` is the head's frozen external audio stream (an ``openkws.streams.AudioStream``, or
+    None): a head that has one reads its features from ``PairBatch.stream``, which whoever builds
+    the batch computes with it (ClipBank in training, ``stream_kwargs`` at inference). It is a
+    plain attribute, not a submodule: no parameters, not in the state_dict, rebuilt from the
+    head's config, and ``.to(device)`` leaves it alone."""
 
     name: ClassVar[str]
     config_class: ClassVar[type]
     needs_feats: ClassVar[bool] = False  # reads PairBatch.feats (the fbank), not only E and F
+    stream: AudioStream | None = None
 
     def forward(self, batch: PairBatch) -> Tensor:
         """Logits (B,), a score before the sigmoid."""

@@ -1,8 +1,11 @@
 """PhonMatchNet (Lee & Cho, Interspeech 2023), after the official code (ALGORITHMS.md §B).
 
-audio: frozen pretrained stream (here the Conformer embeddings, upsampled 40 -> 20 ms by a
-       ConvTranspose1d + LeakyReLU, standing in for Google's speech embedding) + a trainable
-       conv stream on the fbank (two Conv1d + BN + ReLU, 10 -> 20 ms), summed;
+audio: frozen pretrained stream + a trainable conv stream on the fbank (two Conv1d + BN + ReLU,
+       10 -> 20 ms), summed. The pretrained stream (``pretrained_stream``) is either the Conformer
+       embeddings E, upsampled 40 -> 20 ms by a ConvTranspose1d + LeakyReLU ("encoder"), or an
+       external frozen stream (openkws.streams): Google's speech embedding as in the paper
+       ("gse", 80 ms) or a Hugging Face speech encoder ("hf:<dir or hub id>"), whose features
+       (PairBatch.stream) a small trainable adapter maps to dim at 20 ms;
 text:  frozen g2p_en decoder states per phoneme -> Dense + LeakyReLU;
 extractor: [valid audio frames ; valid text tokens] packed left, one single-head self-attention
        with a causal mask (no residual, LayerNorm or FFN, as in the original);
@@ -29,7 +32,10 @@ from openkws.models.heads import (
     masked_bce,
     register_head,
 )
+from openkws.streams import build_stream
 from openkws.text.g2p_embed import G2pDecoderEmbedding
+
+FRAME_SECONDS = 0.02  # the audio embedding's frame rate
 
 
 @dataclass
@@ -37,6 +43,8 @@ class PhonMatchConfig:
     dim: int = 128
     n_mels: int = 80
     audio_input: str = "both"  # "both" | "conv" (trainable stream only) | "pretrained" (frozen only)
+    # the frozen stream: "encoder" (the acoustic encoder's E) | "gse" | "hf:<local dir or hub id>"
+    pretrained_stream: str = "encoder"
     leaky_slope: float = 0.3  # Keras' LeakyReLU default, as in the official TF code
     utt_weight: float = 1.0
     phone_weight: float = 1.0
@@ -86,6 +94,34 @@ class EncoderStream(nn.Module):
         return y * length_mask(lengths, y.shape[1]).unsqueeze(-1), lengths
 
 
+class StreamAdapter(nn.Module):
+    """Trainable adapter for an external frozen stream: PairBatch.stream (B, S, in_dim) at
+    ``frame_seconds`` -> LayerNorm (GSE values reach +-60; HF hidden states have outlier
+    dimensions) -> Linear + LeakyReLU -> (B, L, dim) at 20 ms, each 20 ms frame i taking stream
+    frame floor(i * 0.02 / frame_seconds) (80 ms GSE frames are repeated 4 times, 20 ms HF frames
+    map one to one), so both start at t = 0 like the conv stream."""
+
+    def __init__(self, in_dim: int, dim: int, frame_seconds: float, leaky_slope: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(in_dim)
+        self.proj = nn.Linear(in_dim, dim)
+        self.ratio = frame_seconds / FRAME_SECONDS  # 20 ms frames per stream frame
+        self.leaky_slope = leaky_slope
+
+    def out_lengths(self, lengths: Tensor) -> Tensor:
+        return torch.ceil(lengths * self.ratio - 1e-6).long().clamp(min=1)
+
+    def forward(self, batch: PairBatch) -> tuple[Tensor, Tensor]:
+        if batch.stream is None:
+            raise ValueError("PairBatch lacks stream, which PhonMatchNet's pretrained_stream needs "
+                             "(openkws.streams.stream_kwargs computes it from the waveforms)")
+        y = F.leaky_relu(self.proj(self.norm(batch.stream.float())), self.leaky_slope)
+        lengths = self.out_lengths(batch.stream_lengths)
+        index = torch.floor(torch.arange(int(lengths.max()), device=y.device) / self.ratio + 1e-6).long()
+        y = y[:, index.clamp(max=y.shape[1] - 1)]
+        return y * length_mask(lengths, y.shape[1]).unsqueeze(-1), lengths
+
+
 @register_head
 class PhonMatchNet(Head):
     name = "phonmatch"
@@ -99,12 +135,18 @@ class PhonMatchNet(Head):
         self.cfg = cfg
         d = cfg.dim
         self.conv_stream = ConvStream(cfg.n_mels, d) if cfg.audio_input != "pretrained" else None
-        if cfg.audio_input == "conv":
+        if cfg.audio_input == "conv":  # no frozen stream at all (pretrained_stream is ignored)
             self.pretrained_stream = None
-        elif pretrained_stream is None:
-            self.pretrained_stream = EncoderStream(d_model, d, cfg.leaky_slope)
-        else:  # the seam for another frozen stream: batch -> (B, L, dim) at 20 ms + lengths
+        elif pretrained_stream is not None:  # any module: batch -> (B, L, dim) at 20 ms + lengths
             self.pretrained_stream = pretrained_stream
+        elif cfg.pretrained_stream == "encoder":
+            self.pretrained_stream = EncoderStream(d_model, d, cfg.leaky_slope)
+        else:  # an external frozen stream: a plain attribute, never in the state_dict
+            try:
+                self.stream = build_stream(cfg.pretrained_stream)
+            except ValueError as e:
+                raise ValueError(f"phonmatch.pretrained_stream: 'encoder' or a frozen stream; {e}") from e
+            self.pretrained_stream = StreamAdapter(self.stream.dim, d, self.stream.frame_seconds, cfg.leaky_slope)
         self.g2p = G2pDecoderEmbedding()
         self.text_proj = nn.Linear(self.g2p.dim, d)
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))

@@ -53,12 +53,23 @@ def score_pairs(head: Head, pairs: Sequence[Pair], bank: ClipBank, p2v: P2V, bat
     head.eval()
     out = []
     for i in range(0, len(pairs), batch_size):
-        batch = collate(pairs[i:i + batch_size], bank, p2v, with_feats=head.needs_feats).to(device)
+        batch = collate(pairs[i:i + batch_size], bank, p2v, with_feats=head.needs_feats,
+                        stream=_stream_spec(head)).to(device)
         out.append(head.score(batch).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
+def _stream_spec(head: Head) -> str | None:
+    """The spec of the head's frozen external audio stream (whose features collate adds), if any."""
+    head = head.module if hasattr(head, "module") else head
+    return None if head.stream is None else head.stream.spec
+
+
 class HeadTask:
+    """The data side of head training. It builds the head (``self.head``) too, before the clip
+    banks, because a head's frozen external audio stream computes features for them (nothing in
+    between draws from torch's RNG, so the initial weights are those of building it last)."""
+
     def __init__(self, cfg: HeadTrainConfig, device: torch.device):
         self.cfg, self.device = cfg, device
         acoustic = load_acoustic(cfg.acoustic)
@@ -72,13 +83,15 @@ class HeadTask:
             raise ValueError(f"no phrase clips (kinds {cfg.phrase_kinds}) in {cfg.train}")
         if cfg.head not in HEADS:
             raise ValueError(f"unknown head {cfg.head!r}; available: {sorted(HEADS)}")
-        self.needs_feats = HEADS[cfg.head].needs_feats
+        self.head = build_head(cfg.head, cfg.head_config, self.p2v.dim)
+        self.needs_feats = self.head.needs_feats
+        self.stream = self.head.stream
         self.bank = ClipBank(acoustic, train, device, cfg.views, cfg.augment, cfg.seed,
-                             keep_feats=self.needs_feats)
+                             keep_feats=self.needs_feats, stream=self.stream)
         self.sampler = KeywordPairSampler(self.bank, self.p2v, cfg.sampler, cfg.seed)
         self.dev_pairs: list[Pair] = []
         if dev:
-            self.dev_bank = ClipBank(acoustic, dev, device, 1, keep_feats=self.needs_feats)
+            self.dev_bank = ClipBank(acoustic, dev, device, 1, keep_feats=self.needs_feats, stream=self.stream)
             dev_sampler = KeywordPairSampler(self.dev_bank, self.p2v, cfg.sampler, seed=12345)
             self.dev_pairs = [p for b in range(cfg.dev_batches) for p in dev_sampler.batch(0, b)]
 
@@ -86,7 +99,8 @@ class HeadTask:
         return self.cfg.batches_per_epoch or self.sampler.batches_per_epoch()
 
     def batch(self, epoch: int, index: int):
-        return collate(self.sampler.batch(epoch, index), self.bank, self.p2v, with_feats=self.needs_feats)
+        return collate(self.sampler.batch(epoch, index), self.bank, self.p2v, with_feats=self.needs_feats,
+                       stream=None if self.stream is None else self.stream.spec)
 
     def loss(self, model, batch):
         model = model.module if hasattr(model, "module") else model
@@ -114,7 +128,7 @@ def train_head(cfg: HeadTrainConfig) -> dict:
     if dist.main:
         save_config(cfg, exp / "config.yaml")
     task = HeadTask(cfg, dist.device)
-    head = build_head(cfg.head, cfg.head_config, task.p2v.dim).to(dist.device)
+    head = task.head.to(dist.device)
     if dist.main:
         print(f"head {cfg.head}: {num_parameters(head) / 1e6:.3f}M trainable parameters; "
               f"{len(task.sampler.keywords)} train keywords, {len(task.bank)} clips x {cfg.views} views; "
