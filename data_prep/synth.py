@@ -17,9 +17,9 @@ another split. Sentences are added until every phoneme occurs ``--min-phoneme-co
 each split where CMUdict makes that possible.
 
 Voices: voices that sound like the same person (``Voice.speaker_group``) go to one split, ~70/15/15
-per family (formant espeak, neural piper, recorded flite/festival speakers). Within a split each
-family gets an equal share of the clips, split equally between its speaker groups and then
-between the voices of a group.
+per family (formant espeak, neural piper, neural kokoro, recorded flite/festival speakers). Within
+a split each family gets an equal share of the clips, split equally between its speaker groups and
+then between the voices of a group.
 
 The plan (texts, voices, ids) is a pure function of the seed and the installed voices, and so
 is the audio: clips are synthesised in tasks of consecutive clips of one engine, each task in a
@@ -83,7 +83,7 @@ CHUNK_CLIPS = 32  # clips of one engine per worker task (one process each)
 # Clip duration ~ seconds per phoneme / tempo + seconds per clip (the kept silences included),
 # fitted per engine on a 1-hour corpus; used only to plan how many clips fill the hours.
 _PACE = {"espeak": (0.071, 0.13), "espeak-ng": (0.072, 0.2), "piper": (0.071, 0.25), "flite": (0.077, 0.34),
-         "festival": (0.078, 0.27)}  # fmt: skip
+         "festival": (0.078, 0.27), "kokoro": (0.093, 0.12)}  # fmt: skip
 
 # 2-letter words worth speaking (wordfreq's list also has "mr", "tv", contraction stubs...).
 _SHORT_WORDS = frozenset(("a", "i", "am", "an", "as", "at", "be", "by", "do", "go", "he", "hi", "if", "in", "is",
@@ -140,9 +140,14 @@ class Clip:
 
 def select_voices(specs: Sequence[str] | None = None) -> list[Voice]:
     """Voices to use, sorted by id. No specs: every installed voice. A spec is an engine name
-    ("piper"), a glob over voice ids ("espeak:en-us+*"), or one full voice id. Raises ValueError
-    for a spec that matches nothing and RuntimeError for an engine that is not installed."""
+    ("piper"), a glob over voice ids ("espeak:en-us+*"), or one full voice id; a spec starting
+    with "!" removes the voices its glob matches ("!kokoro:*"), and with only such specs the rest
+    of the installed voices is used. Raises ValueError for a spec that matches nothing (or
+    leaves no voice) and RuntimeError for an engine that is not installed."""
     catalogue = tts.available_voices()
+    specs = list(specs or [])
+    excluded = [spec[1:] for spec in specs if spec.startswith("!")]
+    specs = [spec for spec in specs if not spec.startswith("!")]
     if not specs:
         chosen = catalogue
     else:
@@ -160,6 +165,9 @@ def select_voices(specs: Sequence[str] | None = None) -> list[Voice]:
                 raise ValueError(f"voice spec {spec!r} matches no installed voice; "
                                  f"give an engine ({', '.join(tts.ENGINES)}), a glob or a voice id")
             chosen += matched
+    chosen = [v for v in chosen if not any(fnmatch.fnmatchcase(v.id, pattern) for pattern in excluded)]
+    if not chosen:
+        raise ValueError(f"voice specs {list(specs) + ['!' + p for p in excluded]} leave no voice")
     return sorted(set(chosen), key=lambda v: v.id)
 
 
@@ -466,7 +474,7 @@ def _make_tasks(clips: Sequence[Clip], seed: int, out: Path) -> list[_Task]:
             chunk = tuple(group[start : start + CHUNK_CLIPS])
             digest = hashlib.sha1(f"{seed}:{chunk[0].id}".encode()).digest()
             tasks.append(_Task(chunk, int.from_bytes(digest[:4], "little"), str(out)))
-    cost = {"festival": 0, "piper": 1, "flite": 2, "espeak-ng": 3, "espeak": 4}
+    cost = {"kokoro": 0, "festival": 1, "piper": 2, "flite": 3, "espeak-ng": 4, "espeak": 5}
     return sorted(tasks, key=lambda t: cost[t.clips[0].voice.engine])
 
 
@@ -510,8 +518,8 @@ def collect_utterances(clips: Sequence[Clip], out: Path) -> list[Utterance]:
         info = sf.info(str(path))
         v = c.voice
         extra = {"engine": v.engine, "voice": v.name, "speaker_group": v.speaker_group}
-        extra.update({k: getattr(v, k) for k in ("rate", "pitch", "length_scale", "noise_scale", "noise_w", "warp")
-                      if getattr(v, k) is not None})
+        extra.update({k: getattr(v, k) for k in ("rate", "pitch", "mix", "length_scale", "noise_scale", "noise_w",
+                                                 "warp") if getattr(v, k) is not None})
         utts.append(Utterance(id=c.id, path=str(path), duration=round(info.frames / info.samplerate, 4),
                               text=c.text, phonemes=list(c.phonemes), speaker=v.id, kind=c.kind,
                               split=c.split, extra=extra))

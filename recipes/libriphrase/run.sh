@@ -39,6 +39,7 @@ seed=0
 threads=
 ctc_args=
 head_args=
+heldout_manifest=
 
 usage() { sed -n '2,/^set -euo/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
@@ -73,6 +74,7 @@ conf=$recipe/conf/$config
 case "$corpus" in synth|librispeech) ;; *) echo "run.sh: --corpus must be synth or librispeech" >&2; exit 2 ;; esac
 # shellcheck source=conf/default/recipe.sh
 source "$conf/recipe.sh"   # corpus sizes and per-stage settings of this config
+kokoro_hours=${kokoro_hours:-0}
 
 tag=${tag:-${corpus}_${config}}
 exp=exp/$tag
@@ -86,6 +88,7 @@ todo() {  # todo STAGE NAME: true if STAGE is selected and not done yet
   if [ -f "$exp/.done/$1" ]; then log "stage $1 ($2): done earlier, skipping"; return 1; fi
   log "stage $1: $2"; return 0
 }
+csv() { echo "$*" | tr ' ' ','; }   # csv a b c -> a,b,c (list overrides of the trainers)
 train() {  # train CONFIG [overrides...]: one process, or torchrun over --ngpu GPUs
   if [ "$ngpu" -gt 1 ]; then
     torchrun --standalone --nproc_per_node="$ngpu" -m openkws train --config "$@"
@@ -103,7 +106,14 @@ log "command: $0 $*"
 
 if todo 0 "get the corpus"; then
   if [ "$corpus" = synth ]; then
-    python -m data_prep.synth --out "$data" --hours "$synth_hours" --seed "$seed" ${synth_args:-} 2>&1 | tee "$exp/log/synth.log"
+    # Kokoro's neural voices are a corpus of their own, so the main corpus (and its test split)
+    # stays the same whether or not they are added.
+    python -m data_prep.synth --out "$data" --hours "$synth_hours" --seed "$seed" --voices '!kokoro:*' \
+      ${synth_args:-} 2>&1 | tee "$exp/log/synth.log"
+    if [ "$kokoro_hours" != 0 ]; then
+      python -m data_prep.synth --out "${data}_kokoro" --hours "$kokoro_hours" --seed "$seed" --voices kokoro \
+        ${synth_args:-} 2>&1 | tee "$exp/log/synth_kokoro.log"
+    fi
   else
     [ -n "$data_root" ] || { echo "run.sh: --corpus librispeech needs --data-root DIR" >&2; exit 2; }
     python -m data_prep.librispeech --root "$data_root" --out "$data" \
@@ -115,19 +125,23 @@ fi
 # Manifests every later stage reads.
 if [ "$corpus" = synth ]; then
   train_manifest=$data/train.jsonl; dev_manifest=$data/dev.jsonl; test_manifest=$data/test.jsonl
+  if [ "$kokoro_hours" != 0 ]; then   # trained on; its test split is reported on its own (held-out voices)
+    train_manifest="$train_manifest ${data}_kokoro/train.jsonl"; dev_manifest="$dev_manifest ${data}_kokoro/dev.jsonl"
+    heldout_manifest=${data}_kokoro/test.jsonl
+  fi
 else
   train_manifest=$(for s in $librispeech_train; do printf '%s ' "$data/librispeech_$s.jsonl"; done)
   dev_manifest=$data/librispeech_$librispeech_dev.jsonl; test_manifest=$data/librispeech_$librispeech_test.jsonl
 fi
 
 if todo 1 "check manifests"; then
-  python -m data_prep.check_manifests $train_manifest $dev_manifest $test_manifest
+  python -m data_prep.check_manifests $train_manifest $dev_manifest $test_manifest $heldout_manifest
   done_stage 1
 fi
 
 if todo 2 "train the CTC acoustic model"; then
   train "$conf/ctc.yaml" exp_dir="$exp/ctc" device=$device seed="$seed" \
-    "data.train=[$(echo $train_manifest | tr ' ' ',')]" "data.dev=[$dev_manifest]" $ctc_args 2>&1 | tee "$exp/log/ctc.log"
+    "data.train=[$(csv $train_manifest)]" "data.dev=[$(csv $dev_manifest)]" $ctc_args 2>&1 | tee "$exp/log/ctc.log"
   done_stage 2
 fi
 
@@ -148,7 +162,7 @@ phrases=$exp/phrases
 if [ "$corpus" = synth ]; then
   # besides the recorded phrases, phrases cut from the training sentences with our own word
   # alignments: many more distinct keywords for the heads (each said by one voice)
-  phrase_train="$train_manifest,$phrases/train_cut.jsonl"; phrase_dev=$dev_manifest; phrase_test=$test_manifest
+  phrase_train="$(csv $train_manifest $phrases/train_cut.jsonl)"; phrase_dev=$(csv $dev_manifest); phrase_test=$test_manifest
 else
   phrase_train=$phrases/train.jsonl; phrase_dev=$phrases/dev.jsonl; phrase_test=$phrases/test.jsonl
 fi
@@ -182,6 +196,9 @@ if todo 4 "LibriPhrase-style phrases and pairs"; then
   else
     python -m data_prep.libriphrase pairs --manifest "$phrase_test" --seed "$seed" --out "$phrases/test_pairs.csv"
   fi
+  if [ -n "$heldout_manifest" ]; then
+    python -m data_prep.libriphrase pairs --manifest "$heldout_manifest" --seed "$seed" --out "$phrases/heldout_pairs.csv"
+  fi
   done_stage 4
 fi
 
@@ -208,6 +225,11 @@ if todo 7 "score the test pairs, AUC/EER report"; then
     --pairs "$phrases/test_pairs.csv" --heads "$heads" --out "$exp/scores.jsonl"
   python -m evaluation.report --scores "$exp/scores.jsonl" --corpus "$corpus" --out "$exp"
   cat "$exp/results.md"
+  if [ -n "$heldout_manifest" ]; then   # the test split of the extra voices, on its own
+    python -m evaluation.score --model "$exp/model.pt" --manifest "$heldout_manifest" \
+      --pairs "$phrases/heldout_pairs.csv" --heads "$heads" --out "$exp/heldout/scores.jsonl"
+    python -m evaluation.report --scores "$exp/heldout/scores.jsonl" --corpus "${corpus}_kokoro" --out "$exp/heldout"
+  fi
   done_stage 7
 fi
 log "finished: $exp"

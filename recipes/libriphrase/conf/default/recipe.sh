@@ -1,5 +1,6 @@
 # Settings of the default config: the embedded synthetic corpus, sized for a 2-core CPU (~45 min).
 synth_hours=1.0
+kokoro_hours=0.4     # a second corpus of Kokoro neural voices (style-vector mixes); 0 = none
 # LibriSpeech subsets, used with --corpus librispeech
 librispeech_train="train-clean-100 train-clean-360"
 librispeech_dev=dev-clean
