@@ -5,12 +5,14 @@
 For each head it measures, after a warm-up call, the median wall time of
 
 * ``openkws.score`` on a 1 s and a 10 s clip against 1, 10 and 100 keywords: the path a user
-  gets (a fresh KeywordSpotter, sliding windows sized per keyword, one encoder pass per distinct
-  window length, the already-enrolled keywords come from the model's cache);
+  gets (a fresh KeywordSpotter, sliding windows sized per keyword and cut out of one encoder pass
+  per 1 s block of audio, the head on each keyword's windows; the already-enrolled keywords
+  come from the model's cache);
 * ``model.score_segments`` on the same clips, scored whole: one encoder pass, then the head on
   every (clip, keyword) pair (the path of the FSDD and LibriPhrase evaluations);
 * streaming with 10 keywords: 10 s fed to a KeywordSpotter in 100 ms chunks, then ``flush()``;
-  the real-time factor is processing time / audio time (per-chunk latencies are reported too);
+  the real-time factor is processing time / audio time (per-chunk latencies are reported too:
+  most chunks only buffer audio, the one that completes an encoder block scores it);
 
 and, once for the model (enrolment does not depend on the head), the time to enrol a keyword
 that was never enrolled before (G2P + P2V, bypassing the model's cache): common words (CMUdict

@@ -15,14 +15,13 @@ gaps, so a keyword occurrence spans exactly its piece. Known limitation: the key
 prosody of a phrase said on its own (no coarticulation with its neighbours), which makes the
 task easier than natural speech. Recordings and their truth are written under ``--out``.
 
-Scoring. For each head, a KeywordSpotter with threshold 0 and a negative refractory period
-(nothing muted) reports every sliding window of every keyword: the complete record of window
-scores. The sweep then replays the spotter's own detection rule on that record for each
-threshold: a window fires when its score >= threshold and it starts after the keyword's muted
-period, which a detection extends to (window end + refractory - half a window), exactly as in
-openkws.spotter. This is equivalent to rerunning the spotter per threshold (tested) at the cost
-of one pass. Thresholds: the 200 highest distinct window scores (the low false-alarm region,
-one step per detection), 50 quantiles of all scores, and the model's calibrated threshold.
+Scoring. For each head, a KeywordSpotter with the keywords reports every window it scores
+through its ``on_window`` hook: the complete record of window scores, scored once per
+recording. Each threshold is then swept by handing that record to the spotter's own detection
+rule (``KeywordSpotter.decide``: threshold, refractory period), which is exactly what rerunning
+the spotter at that threshold would give (tested), without scoring again. Thresholds: the 200
+highest distinct window scores (the low false-alarm region, one step per detection), 50
+quantiles of all scores, and the model's calibrated threshold.
 
 Counting. A detection of keyword k is a hit when its centre lies within +-``--tolerance``
 (0.5 s, inclusive) of the centre of a true occurrence of k; detections, in time order, each claim
@@ -61,7 +60,7 @@ from data_prep.tts import Voice
 from openkws.audio import SAMPLE_RATE, load_audio
 from openkws.checkpoint import atomic_write_text
 from openkws.model import KWSModel
-from openkws.spotter import Detection, KeywordSpotter
+from openkws.spotter import Detection, KeywordSpotter, Window
 from openkws.text import normalize
 
 log = logging.getLogger("evaluation.continuous")
@@ -91,7 +90,6 @@ TOLERANCE_S = 0.5
 REFRACTORY_S = 1.0
 TARGET_FA_PER_HOUR = 1.0
 TOP_THRESHOLDS, QUANTILE_THRESHOLDS = 200, 50
-_RECORD_ALL_REFRACTORY_S = -3600.0  # negative: a detection mutes nothing (see window_scores)
 _EDGE = 1e-9  # seconds: float slack so the tolerance edge counts as inside
 
 
@@ -256,34 +254,24 @@ def make_recordings(corpus: str | Path, minutes: float, recording_seconds: float
 
 # ------------------------------------------------------------------------------------ detection
 
-def window_scores(model: KWSModel, head: str, keywords: Sequence[str], audio: np.ndarray) -> list[Detection]:
-    """Every sliding window of every keyword with its score, from the KeywordSpotter itself:
-    threshold 0 accepts every window and a negative refractory period mutes none."""
-    spotter = KeywordSpotter(model, head, refractory_seconds=_RECORD_ALL_REFRACTORY_S)
+def window_scores(model: KWSModel, head: str, keywords: Sequence[str], audio: np.ndarray) -> list[Window]:
+    """Every sliding window of every keyword with its score, from the KeywordSpotter itself."""
+    windows: list[Window] = []
+    spotter = KeywordSpotter(model, head, on_window=windows.append)
     for k in keywords:
-        spotter.enroll(k, threshold=0.0)
-    return spotter.scan(audio)[0]
+        spotter.enroll(k)
+    spotter.scan(audio)
+    return windows
 
 
-def replay(windows: Sequence[Detection], threshold: float, refractory_seconds: float = REFRACTORY_S) -> list[Detection]:
-    """The detections a KeywordSpotter with this threshold (all keywords) and refractory period
-    makes on the stream whose complete window record is ``windows`` (openkws.spotter's rule)."""
-    refractory = int(refractory_seconds * SAMPLE_RATE)
-    by_keyword: dict[str, list[Detection]] = defaultdict(list)
-    for w in windows:
-        if w.score >= threshold:  # a window below the threshold neither fires nor mutes
-            by_keyword[w.keyword].append(w)
-    out = []
-    for group in by_keyword.values():
-        # The full window length: only the stream's last window can be shorter, and what it
-        # mutes does not matter.
-        half = max(round((w.end - w.start) * SAMPLE_RATE) for w in group) // 2
-        muted_until = -1
-        for w in sorted(group, key=lambda w: w.start):
-            if round(w.start * SAMPLE_RATE) >= muted_until:
-                out.append(w)
-                muted_until = round(w.end * SAMPLE_RATE) + refractory - half
-    return sorted(out, key=lambda d: (d.start, d.keyword))
+def spotter_at(model: KWSModel, head: str, keywords: Sequence[str], threshold: float,
+               refractory_seconds: float = REFRACTORY_S) -> KeywordSpotter:
+    """A spotter with every keyword at ``threshold``: ``reset()`` then ``decide(windows)`` gives
+    the detections it would make on the stream whose window record is ``windows``."""
+    spotter = KeywordSpotter(model, head, refractory_seconds=refractory_seconds)
+    for k in keywords:
+        spotter.enroll(k, threshold)
+    return spotter
 
 
 def count_hits(detections: Sequence[Detection], occurrences: Sequence[Occurrence],
@@ -337,8 +325,10 @@ def evaluate_head(model: KWSModel, head: str, keywords: Sequence[str], recording
     all_scores = np.array([w.score for ws in windows for w in ws])
 
     def point(threshold: float) -> dict:
-        counts = [count_hits(replay(ws, threshold, refractory_seconds), r.occurrences, tolerance)
-                  for ws, r in zip(windows, recordings)]
+        spotter, counts = spotter_at(model, head, keywords, threshold, refractory_seconds), []
+        for ws, r in zip(windows, recordings):
+            spotter.reset()
+            counts.append(count_hits(spotter.decide(ws), r.occurrences, tolerance))
         hits, fas = sum(c[0] for c in counts), sum(c[1] for c in counts)
         return {"threshold": threshold, "hits": hits, "false_alarms": fas, "recall": hits / n_occ,
                 "fa_per_hour": fas / hours}

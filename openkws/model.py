@@ -4,6 +4,12 @@ File format (``torch.load(weights_only=True)``):
     {"format": "openkws/1", "config": {"acoustic": ..., "heads": {name: cfg}, "default_head": name,
      "thresholds": {name: float}, "info": {...}}, "frontend": FbankConfig dict,
      "phonemes": [...], "p2v": P2V state, "state_dict": {"acoustic.*", "heads.<name>.*"}}
+
+Scoring runs in three steps: ``encode`` (one batched pass of fbank + Conformer over whole clips:
+an ``Encoding``), ``cut`` (windows of those clips, sliced frame for frame out of their encoding:
+the spotter's sliding windows share one pass per block of audio) and ``score_pairs`` (the head
+on chosen (clip or window, keyword) pairs; the one place that builds the heads' PairBatch).
+``score_segments`` chains ``encode`` and ``score_pairs`` for every segment against every keyword.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from openkws.checkpoint import MODEL_FORMAT, atomic_torch_save, load_model_file
 from openkws.config import from_dict
-from openkws.features import FbankConfig
+from openkws.features import FbankConfig, num_frames
 from openkws.models.acoustic import AcousticConfig, AcousticModel
+from openkws.models.conformer import subsampled_lengths
 from openkws.models.heads import HEADS, PairBatch, build_head
 from openkws.models.p2v import P2V
 from openkws.text import PHONEMES, encode, parse_phonemes, to_phonemes
@@ -29,6 +36,7 @@ from openkws.text import PHONEMES, encode, parse_phonemes, to_phonemes
 PHONEME_SECONDS = 0.09
 WINDOW_MARGIN_SECONDS = 0.3
 MIN_WINDOW_SECONDS = 0.5
+ENCODER_STRIDE = 4  # fbank frames per encoder frame (the Conformer's 4x subsampling)
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,17 @@ class Keyword:
     def window_seconds(self) -> float:
         """Length of the sliding window used to find this keyword in long audio."""
         return max(MIN_WINDOW_SECONDS, len(self.phonemes) * PHONEME_SECONDS + WINDOW_MARGIN_SECONDS)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """The audio side of a batch of clips, as the heads read it: encoder frames E (B, n, d) and
+    the normalised fbank (B, T, 80), zero-padded, with their lengths (B,)."""
+
+    audio: Tensor
+    audio_lengths: Tensor
+    feats: Tensor
+    feat_lengths: Tensor
 
 
 class KWSModel(nn.Module):
@@ -108,26 +127,71 @@ class KWSModel(nn.Module):
         return self.heads[name]
 
     # -- scoring -----------------------------------------------------------------------------
-    @torch.no_grad()
-    def score_segments(self, segments: Sequence[np.ndarray], keywords: Sequence[Keyword],
-                       head: str | None = None) -> np.ndarray:
-        """Scores in [0, 1] of every keyword against every segment: (len(segments), len(keywords))."""
-        if not segments or not keywords:
-            return np.zeros((len(segments), len(keywords)), dtype=np.float32)
-        waves = torch.zeros(len(segments), max(len(s) for s in segments))
-        lengths = torch.tensor([len(s) for s in segments])
-        for i, s in enumerate(segments):
-            waves[i, : len(s)] = torch.from_numpy(s)
+    @property
+    def frame_samples(self) -> int:
+        """Samples per encoder frame (40 ms): windows cut from an encoding start on this grid."""
+        return self.acoustic.fbank.cfg.frame_shift * ENCODER_STRIDE
+
+    @torch.inference_mode()
+    def encode(self, clips: Sequence[np.ndarray]) -> Encoding:
+        """One batched pass of the acoustic model over 16 kHz float32 clips."""
+        waves = torch.zeros(len(clips), max(len(c) for c in clips))
+        lengths = torch.tensor([len(c) for c in clips])
+        for i, c in enumerate(clips):
+            waves[i, : len(c)] = torch.from_numpy(c)
         feats, feat_lengths = self.acoustic.features(waves, lengths)
         enc, enc_lengths = self.acoustic.encoder(feats, feat_lengths)
-        enc_lengths, feat_lengths = enc_lengths.clamp(min=1), feat_lengths.clamp(min=1)
-        S, K = len(segments), len(keywords)
+        return Encoding(enc, enc_lengths.clamp(min=1), feats, feat_lengths.clamp(min=1))
+
+    @torch.inference_mode()
+    def cut(self, encoding: Encoding, clips: Tensor, starts: Tensor, lengths: Tensor) -> Encoding:
+        """Windows of encoded clips: window i is samples [starts[i], starts[i] + lengths[i]) of
+        clip ``clips[i]``, with ``starts`` on the encoder frame grid (multiples of
+        ``frame_samples``). It gets the frames and fbank frames that encoding the window alone
+        would give, in number and position; the fbank is frame-local, so it is the same, while
+        the encoder's global attention lets the frames see the whole clip around the window."""
+        if bool((starts % self.frame_samples != 0).any()):
+            raise ValueError(f"window starts must be multiples of {self.frame_samples} samples")
+        fbank = self.acoustic.fbank.cfg
+        feat_lengths = num_frames(lengths, fbank).clamp(min=1)
+        enc_lengths = subsampled_lengths(feat_lengths).clamp(min=1)
+        first = starts // self.frame_samples
+        if bool((first + enc_lengths > encoding.audio_lengths[clips]).any()):
+            raise ValueError("a window reaches past the end of its clip")
+        return Encoding(_take(encoding.audio, clips, first, enc_lengths), enc_lengths,
+                        _take(encoding.feats, clips, first * ENCODER_STRIDE, feat_lengths), feat_lengths)
+
+    @torch.inference_mode()
+    def score_pairs(self, encoding: Encoding, keywords: Sequence[Keyword], clip_index: Tensor,
+                    keyword_index: Tensor, head: str | None = None) -> np.ndarray:
+        """Scores in [0, 1] (P,) of the pairs (encoded clip ``clip_index[p]``, keyword
+        ``keywords[keyword_index[p]]``): the one place that builds the heads' PairBatch."""
+        head_module = self.head(head)
         text = nn.utils.rnn.pad_sequence([k.vectors for k in keywords], batch_first=True)
         ids = nn.utils.rnn.pad_sequence([torch.tensor(encode(k.phonemes)) for k in keywords], batch_first=True)
         text_lengths = torch.tensor([len(k.phonemes) for k in keywords])
-        seg = torch.arange(S).repeat_interleave(K)
-        kw = torch.arange(K).repeat(S)
-        batch = PairBatch(audio=enc[seg], audio_lengths=enc_lengths[seg], text=text[kw],
-                          text_lengths=text_lengths[kw], phoneme_ids=ids[kw],
-                          feats=feats[seg], feat_lengths=feat_lengths[seg])
-        return self.head(head).score(batch).reshape(S, K).float().numpy()
+        fbank = {"feats": encoding.feats[clip_index], "feat_lengths": encoding.feat_lengths[clip_index]} \
+            if head_module.needs_feats else {}
+        batch = PairBatch(audio=encoding.audio[clip_index], audio_lengths=encoding.audio_lengths[clip_index],
+                          text=text[keyword_index], text_lengths=text_lengths[keyword_index],
+                          phoneme_ids=ids[keyword_index], **fbank)
+        return head_module.score(batch).float().numpy()
+
+    def score_segments(self, segments: Sequence[np.ndarray], keywords: Sequence[Keyword],
+                       head: str | None = None) -> np.ndarray:
+        """Scores in [0, 1] of every keyword against every segment, each scored whole:
+        (len(segments), len(keywords))."""
+        S, K = len(segments), len(keywords)
+        if not S or not K:
+            return np.zeros((S, K), dtype=np.float32)
+        scores = self.score_pairs(self.encode(segments), keywords, torch.arange(S).repeat_interleave(K),
+                                  torch.arange(K).repeat(S), head)
+        return scores.reshape(S, K)
+
+
+def _take(x: Tensor, rows: Tensor, first: Tensor, lengths: Tensor) -> Tensor:
+    """Frames [first[i], first[i] + lengths[i]) of x[rows[i]], zero-padded: (len(rows), max length, ...)."""
+    steps = torch.arange(int(lengths.max()))
+    index = (first[:, None] + steps).clamp(max=x.shape[1] - 1)
+    valid = (steps < lengths[:, None]).to(x.dtype)
+    return x[rows[:, None], index] * valid.reshape(*valid.shape, *[1] * (x.dim() - 2))

@@ -14,12 +14,12 @@ from conftest import toy_wave
 from data_prep import tts
 from data_prep.tts import Voice
 from evaluation import bench_speed, continuous, fsdd
-from evaluation.continuous import Occurrence, count_hits, recall_at_fa, replay
+from evaluation.continuous import Occurrence, count_hits, recall_at_fa
 from openkws.model import KWSModel
 from openkws.models.acoustic import load_acoustic
 from openkws.models.heads import build_head
 from openkws.models.p2v import P2V
-from openkws.spotter import Detection, KeywordSpotter
+from openkws.spotter import Detection
 
 
 @pytest.fixture(scope="module")
@@ -164,26 +164,7 @@ def test_hits_and_false_alarms_are_counted_exactly():
     assert count_hits(detections[:1], []) == (0, 1)
 
 
-def test_replay_applies_threshold_and_refractory_like_the_spotter():
-    # One keyword, 1 s windows every 0.5 s, plus another keyword that must not interact.
-    scores = [0.9, 0.8, 0.2, 0.95, 0.1, 0.7]
-    windows = [Detection("a", s, 0.5 * i, 0.5 * i + 1.0) for i, s in enumerate(scores)]
-    windows.append(Detection("b", 0.99, 0.5, 1.5))
-
-    def fired(threshold, refractory=1.0):
-        return [(d.keyword, d.start) for d in replay(windows, threshold, refractory)]
-
-    # w0 fires and mutes until end + refractory - half a window = 1.0 + 1.0 - 0.5 = 1.5 s;
-    # w3 starts exactly then (fires), and mutes w5 (start 2.5 < 3.0).
-    assert fired(0.5) == [("a", 0.0), ("b", 0.5), ("a", 1.5)]
-    assert fired(0.92) == [("b", 0.5), ("a", 1.5)]
-    # No refractory period: a detection mutes only windows overlapping it by more than half.
-    assert fired(0.5, 0.0) == [("a", 0.0), ("a", 0.5), ("b", 0.5), ("a", 1.5), ("a", 2.5)]
-    assert fired(0.0, -3600.0) == [(w.keyword, w.start) for w in sorted(windows, key=lambda w: w.start)]
-    assert fired(1.0) == []
-
-
-def test_replay_equals_rerunning_the_spotter(model):
+def test_recorded_windows_replay_exactly_as_rerunning_the_spotter(model):
     rng = np.random.default_rng(3)
     audio = np.concatenate([toy_wave(["AA1", "B", "K", "S", "IY1", "M"] * 3, rng) for _ in range(2)])
     keywords = ["bee", "kiss"]
@@ -192,11 +173,23 @@ def test_replay_equals_rerunning_the_spotter(model):
     scores = np.array([w.score for w in windows])
     for refractory in (0.5, 1.0):
         for threshold in np.quantile(scores, [0.0, 0.3, 0.6, 0.9]):
-            spotter = KeywordSpotter(model, "ced", refractory_seconds=refractory)
-            for k in keywords:
-                spotter.enroll(k, threshold=float(threshold))
+            spotter = continuous.spotter_at(model, "ced", keywords, float(threshold), refractory)
             expected = spotter.scan(audio)[0]
-            assert replay(windows, float(threshold), refractory) == expected
+            assert expected and spotter.decide(windows) == expected  # scan() leaves the spotter reset
+
+
+def test_evaluate_head_sweeps_thresholds_over_the_recorded_windows(model):
+    rng = np.random.default_rng(5)
+    audio = np.concatenate([toy_wave(["AA1", "B", "K", "S", "IY1", "M"] * 3, rng) for _ in range(2)])
+    keywords = ["bee", "kiss"]
+    recordings = [continuous.Recording("r0", "toy", audio, [Occurrence("bee", 1.0, 1.4)], "toy")]
+    result = continuous.evaluate_head(model, "ced", keywords, recordings)
+    assert result["n_windows"] == len(continuous.window_scores(model, "ced", keywords, audio))
+    thresholds = [p["threshold"] for p in result["curve"]]
+    assert thresholds == sorted(thresholds, reverse=True) and model.thresholds["ced"] in thresholds
+    lowest = result["curve"][-1]
+    detections = continuous.spotter_at(model, "ced", keywords, lowest["threshold"]).scan(audio)[0]
+    assert lowest["hits"] + lowest["false_alarms"] == len(detections) > 0
 
 
 def test_recall_at_fa_interpolates_the_upper_envelope():
