@@ -14,7 +14,7 @@ on chosen (clip or window, keyword) pairs; the one place that builds the heads' 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +30,7 @@ from openkws.models.acoustic import AcousticConfig, AcousticModel
 from openkws.models.conformer import subsampled_lengths
 from openkws.models.heads import HEADS, PairBatch, build_head
 from openkws.models.p2v import P2V
+from openkws.streams import stream_kwargs
 from openkws.text import PHONEMES, encode, parse_phonemes, to_phonemes
 
 # CLAD's keyword window: phonemes x mean phoneme duration + margin (ALGORITHMS.md §C.3).
@@ -60,6 +61,8 @@ class Encoding:
     audio_lengths: Tensor
     feats: Tensor
     feat_lengths: Tensor
+    stream: Tensor | None = None  # a head's frozen external audio stream (see ``with_stream``)
+    stream_lengths: Tensor | None = None
 
 
 class KWSModel(nn.Module):
@@ -135,13 +138,21 @@ class KWSModel(nn.Module):
     @torch.inference_mode()
     def encode(self, clips: Sequence[np.ndarray]) -> Encoding:
         """One batched pass of the acoustic model over 16 kHz float32 clips."""
-        waves = torch.zeros(len(clips), max(len(c) for c in clips))
-        lengths = torch.tensor([len(c) for c in clips])
-        for i, c in enumerate(clips):
-            waves[i, : len(c)] = torch.from_numpy(c)
+        waves, lengths = _pad(clips)
         feats, feat_lengths = self.acoustic.features(waves, lengths)
         enc, enc_lengths = self.acoustic.encoder(feats, feat_lengths)
         return Encoding(enc, enc_lengths.clamp(min=1), feats, feat_lengths.clamp(min=1))
+
+    @torch.inference_mode()
+    def with_stream(self, encoding: Encoding, clips: Sequence[np.ndarray], head: str | None = None) -> Encoding:
+        """``encoding`` plus the frozen external audio stream of ``head`` (PhonMatchNet with
+        ``pretrained_stream: gse`` or ``hf:...``) computed on ``clips``, the audio of the encoding's
+        rows in order; unchanged for a head without one. A stream has its own frame grid and
+        context, so windows get theirs from their own audio rather than from a slice."""
+        module = self.head(head)
+        if module.stream is None:
+            return encoding
+        return replace(encoding, **stream_kwargs(module, *_pad(clips)))
 
     @torch.inference_mode()
     def cut(self, encoding: Encoding, clips: Tensor, starts: Tensor, lengths: Tensor) -> Encoding:
@@ -170,11 +181,15 @@ class KWSModel(nn.Module):
         text = nn.utils.rnn.pad_sequence([k.vectors for k in keywords], batch_first=True)
         ids = nn.utils.rnn.pad_sequence([torch.tensor(encode(k.phonemes)) for k in keywords], batch_first=True)
         text_lengths = torch.tensor([len(k.phonemes) for k in keywords])
-        fbank = {"feats": encoding.feats[clip_index], "feat_lengths": encoding.feat_lengths[clip_index]} \
+        extra = {"feats": encoding.feats[clip_index], "feat_lengths": encoding.feat_lengths[clip_index]} \
             if head_module.needs_feats else {}
+        if head_module.stream is not None:
+            if encoding.stream is None:
+                raise ValueError(f"head {head or self.default_head!r} reads an audio stream: add it with with_stream()")
+            extra |= {"stream": encoding.stream[clip_index], "stream_lengths": encoding.stream_lengths[clip_index]}
         batch = PairBatch(audio=encoding.audio[clip_index], audio_lengths=encoding.audio_lengths[clip_index],
                           text=text[keyword_index], text_lengths=text_lengths[keyword_index],
-                          phoneme_ids=ids[keyword_index], **fbank)
+                          phoneme_ids=ids[keyword_index], **extra)
         return head_module.score(batch).float().numpy()
 
     def score_segments(self, segments: Sequence[np.ndarray], keywords: Sequence[Keyword],
@@ -184,9 +199,17 @@ class KWSModel(nn.Module):
         S, K = len(segments), len(keywords)
         if not S or not K:
             return np.zeros((S, K), dtype=np.float32)
-        scores = self.score_pairs(self.encode(segments), keywords, torch.arange(S).repeat_interleave(K),
+        scores = self.score_pairs(self.with_stream(self.encode(segments), segments, head), keywords, torch.arange(S).repeat_interleave(K),
                                   torch.arange(K).repeat(S), head)
         return scores.reshape(S, K)
+
+
+def _pad(clips: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
+    """Zero-padded waveforms (B, N) and their lengths (B,)."""
+    waves = torch.zeros(len(clips), max(len(c) for c in clips))
+    for i, c in enumerate(clips):
+        waves[i, : len(c)] = torch.from_numpy(c)
+    return waves, torch.tensor([len(c) for c in clips])
 
 
 def _take(x: Tensor, rows: Tensor, first: Tensor, lengths: Tensor) -> Tensor:

@@ -189,6 +189,8 @@ class KeywordSpotter:
         cut = self.model.cut(encoding, torch.tensor([row[spans[w]] for w in windows]),
                              torch.tensor([start - spans[start, stop][0] for start, stop in windows]),
                              torch.tensor([stop - start for start, stop in windows]))
+        cut = self.model.with_stream(cut, [self._buffer[a - self._offset: b - self._offset] for a, b in windows],
+                                     self.head_name)
         keywords = [e.keyword for e in self._enrolled.values()]
         column = {id(e): j for j, e in enumerate(self._enrolled.values())}
         pairs = torch.tensor([(i, column[id(e)]) for i, members in enumerate(windows.values()) for e in members])

@@ -216,3 +216,28 @@ def test_model_file_round_trip_and_errors(model, tmp_path):
         spotter.accept_waveform(np.zeros(16000, dtype=np.float32))
     with pytest.raises(ValueError, match="threshold"):
         spotter.enroll("bee", threshold=2.0)
+
+
+def test_heads_with_an_audio_stream_get_it_from_each_window_own_audio(model, long_audio):
+    # PhonMatchNet on Google's speech embedding: the stream has its own 80 ms grid and 720 ms of
+    # left context, so a window's stream features come from the window's audio, not a slice.
+    torch.manual_seed(0)
+    gse = build_head("phonmatch", {"pretrained_stream": "gse"}, model.p2v.dim)
+    kws = KWSModel(model.acoustic, model.p2v, {"phonmatch": gse}, "phonmatch")
+    keyword = kws.keyword("bee")
+    seen = []
+    spotter = KeywordSpotter(kws, on_window=seen.append)
+    spotter.enroll("bee")
+    spotter.scan(long_audio)
+    assert len(seen) > 3
+    for w in seen[:3]:
+        window = long_audio[w.start:w.stop]
+        encoding = kws.encode([long_audio])
+        first = torch.tensor([w.start])
+        cut = kws.cut(encoding, torch.tensor([0]), first, torch.tensor([w.stop - w.start]))
+        expected = kws.score_pairs(kws.with_stream(cut, [window]), [keyword], torch.tensor([0]), torch.tensor([0]))
+        assert w.score == pytest.approx(float(expected[0]), abs=0.05)  # encoder context differs, the stream not
+    with pytest.raises(ValueError, match="with_stream"):
+        kws.score_pairs(kws.encode([long_audio[:16000]]), [keyword], torch.tensor([0]), torch.tensor([0]))
+    whole = kws.score_segments([long_audio[:16000]], [keyword])
+    assert 0.0 <= whole[0, 0] <= 1.0
