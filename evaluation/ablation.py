@@ -1,11 +1,13 @@
-"""One table from several experiments: synthetic hard/easy split and FSDD zero-shot, per head.
+"""One table from several experiments: synthetic easy/hard splits, the held-out extra voices
+(Kokoro) and FSDD zero-shot, per head.
 
     python -m evaluation.ablation "baseline=exp/synth_default" "+augmentation=exp/abl_aug" ... \
         [--heads ced,clad,phonmatch] [--out exp/ablation.md]
 
 Each row is LABEL=EXP_DIR. From EXP_DIR it reads ``results.json`` (evaluation.report: easy and
-hard AUC/EER on the synthetic test pairs) and ``eval/fsdd.json`` (evaluation.fsdd: pooled AUC/EER
-on the real FSDD digits); a missing file or head leaves its cells as "-". Rows keep their order.
+hard AUC/EER on the synthetic test pairs), ``heldout/results.json`` (the same on the test split
+of the extra voices, hard pairs) and ``eval/fsdd.json`` (evaluation.fsdd: pooled AUC/EER on the
+real FSDD digits); a missing file or head leaves its cells as "-". Rows keep their order.
 """
 
 from __future__ import annotations
@@ -28,22 +30,25 @@ def _cell(entry: dict | None) -> str:
 
 
 def ablation_rows(rows: list[tuple[str, Path]], heads: list[str]) -> list[list[str]]:
-    """Table rows: label, head, synthetic easy, synthetic hard, FSDD pooled (AUC % / EER %)."""
+    """Table rows: label, head, synthetic easy, synthetic hard, held-out voices hard, FSDD pooled
+    (AUC % / EER %)."""
     table = []
     for label, exp in rows:
         synth = _read(exp / "results.json").get("heads", {})
+        heldout = _read(exp / "heldout" / "results.json").get("heads", {})
         fsdd = _read(exp / "eval" / "fsdd.json").get("heads", {})
         for head in heads:
-            if head not in synth and head not in fsdd:
+            if head not in synth and head not in heldout and head not in fsdd:
                 continue
             s = synth.get(head, {})
             table.append([label, head, _cell(s.get("easy")), _cell(s.get("hard")),
-                          _cell(fsdd.get(head, {}).get("pooled"))])
+                          _cell(heldout.get(head, {}).get("hard")), _cell(fsdd.get(head, {}).get("pooled"))])
     return table
 
 
 def markdown(table: list[list[str]]) -> str:
-    header = ["change", "head", "synth easy AUC / EER %", "synth hard AUC / EER %", "FSDD AUC / EER %"]
+    header = ["change", "head", "synth easy AUC / EER %", "synth hard AUC / EER %",
+              "held-out voices hard AUC / EER %", "FSDD AUC / EER %"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in table]
     return "\n".join(lines) + "\n"

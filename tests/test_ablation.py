@@ -17,15 +17,16 @@ def test_table_reads_synthetic_and_fsdd_results_and_marks_what_is_missing(tmp_pa
     _write(before / "results.json", {"heads": {"ced": {"easy": {"auc": 0.98, "eer": 0.074},
                                                        "hard": {"auc": 0.9783, "eer": 0.0799}}}})
     _write(before / "eval" / "fsdd.json", {"heads": {"ced": {"pooled": {"auc": 0.7606, "eer": 0.313}}}})
+    _write(after / "heldout" / "results.json", {"heads": {"ced": {"hard": {"auc": 0.95, "eer": 0.1}}}})
     _write(after / "eval" / "fsdd.json", {"heads": {"ced": {"pooled": {"auc": 0.9, "eer": 0.15}},
                                                     "clad": {"pooled": {"auc": 0.8, "eer": 0.2}}}})
     out = tmp_path / "table.md"
     ablation.main(["baseline=" + str(before), "+aug=" + str(after), "--heads", "ced,clad,phonmatch",
                    "--out", str(out)])
     lines = out.read_text().splitlines()
-    assert lines[2] == "| baseline | ced | 98.00 / 7.40 | 97.83 / 7.99 | 76.06 / 31.30 |"
-    assert lines[3] == "| +aug | ced | - / - | - / - | 90.00 / 15.00 |"
-    assert lines[4] == "| +aug | clad | - / - | - / - | 80.00 / 20.00 |"
+    assert lines[2] == "| baseline | ced | 98.00 / 7.40 | 97.83 / 7.99 | - / - | 76.06 / 31.30 |"
+    assert lines[3] == "| +aug | ced | - / - | - / - | 95.00 / 10.00 | 90.00 / 15.00 |"
+    assert lines[4] == "| +aug | clad | - / - | - / - | - / - | 80.00 / 20.00 |"
     assert len(lines) == 5  # no row for a head neither file knows
     assert capsys.readouterr().out.splitlines() == lines
 
