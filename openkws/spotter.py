@@ -15,7 +15,7 @@ the encoder's cost no longer grows with the number of window sizes: each sample 
 about (BLOCK + CONTEXT) / BLOCK times, where one encoder pass per window encoded it twice per
 window size. The passes depend only on positions in the stream, never on chunking or on which
 other keywords are enrolled. The encoder's attention is global, so a window's frames also see
-the audio around the window within its pass. Measured with the shipped model on four sets of
+the audio around the window within its pass. Measured with the previous shipped model on four sets of
 continuous speech (evaluation/continuous.py), CED's recall at 1 FA/h was higher on average
 (the sets vary widely) and, at the calibrated threshold, about as many keywords were found
 with half the false alarms; whole clips score as before. The price is latency: a
