@@ -199,8 +199,8 @@ class KWSModel(nn.Module):
         S, K = len(segments), len(keywords)
         if not S or not K:
             return np.zeros((S, K), dtype=np.float32)
-        scores = self.score_pairs(self.with_stream(self.encode(segments), segments, head), keywords, torch.arange(S).repeat_interleave(K),
-                                  torch.arange(K).repeat(S), head)
+        encoding = self.with_stream(self.encode(segments), segments, head)
+        scores = self.score_pairs(encoding, keywords, torch.arange(S).repeat_interleave(K), torch.arange(K).repeat(S), head)
         return scores.reshape(S, K)
 
 

@@ -133,9 +133,10 @@ class KeywordSpotter:
         """Keywords by window length (samples): the smallest bucket that holds the keyword's
         window, so that a handful of window sizes serve any number of keywords."""
         groups: dict[int, list[_Enrolled]] = defaultdict(list)
+        fbank_hop = self.model.acoustic.fbank.cfg.frame_shift  # window lengths are whole fbank hops
         for e in self._enrolled.values():
             seconds = next((b for b in WINDOW_BUCKETS if b >= e.keyword.window_seconds), e.keyword.window_seconds)
-            groups[round(seconds * SAMPLE_RATE / 160) * 160].append(e)  # whole fbank hops
+            groups[round(seconds * SAMPLE_RATE / fbank_hop) * fbank_hop].append(e)
         return groups
 
     def accept_waveform(self, chunk, sample_rate: int = SAMPLE_RATE) -> list[Detection]:
@@ -184,13 +185,12 @@ class KeywordSpotter:
             return []
         spans = {w: self._span(*w, end) for w in windows}
         passes = sorted(set(spans.values()))
-        encoding = self.model.encode([self._buffer[a - self._offset: b - self._offset] for a, b in passes])
+        encoding = self.model.encode([self._audio(a, b) for a, b in passes])
         row = {span: i for i, span in enumerate(passes)}
         cut = self.model.cut(encoding, torch.tensor([row[spans[w]] for w in windows]),
                              torch.tensor([start - spans[start, stop][0] for start, stop in windows]),
                              torch.tensor([stop - start for start, stop in windows]))
-        cut = self.model.with_stream(cut, [self._buffer[a - self._offset: b - self._offset] for a, b in windows],
-                                     self.head_name)
+        cut = self.model.with_stream(cut, [self._audio(a, b) for a, b in windows], self.head_name)
         keywords = [e.keyword for e in self._enrolled.values()]
         column = {id(e): j for j, e in enumerate(self._enrolled.values())}
         pairs = torch.tensor([(i, column[id(e)]) for i, members in enumerate(windows.values()) for e in members])
@@ -231,6 +231,10 @@ class KeywordSpotter:
                 self._last_stop[length] = end
         self._ready = ready
         return windows
+
+    def _audio(self, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) of the stream (absolute indices, still in the buffer)."""
+        return self._buffer[start - self._offset: stop - self._offset]
 
     @staticmethod
     def _span(start: int, stop: int, end: int) -> tuple[int, int]:

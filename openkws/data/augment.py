@@ -23,6 +23,8 @@ import numpy as np
 import soxr
 from scipy.signal import butter, fftconvolve, sosfilt
 
+from openkws.audio import load_audio
+
 SAMPLE_RATE = 16000
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -122,8 +124,6 @@ def rir_pool(rir_dir: str, size: int, rt60_low: float, rt60_high: float, seed: i
     """Impulse responses, each starting at its direct path (its largest peak) and scaled to unit
     energy: every file under ``rir_dir``, or ``size`` simulated rooms. Built once per process."""
     if rir_dir:
-        from openkws.audio import load_audio
-
         files = sorted(p for p in Path(rir_dir).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
         if not files:
             raise FileNotFoundError(f"augment.rir_dir {rir_dir!r} holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
@@ -170,12 +170,16 @@ def _noise_files(noise_dir: str) -> tuple[Path, ...]:
     return files
 
 
+@functools.lru_cache(maxsize=256)
+def _noise_recording(path: Path) -> np.ndarray:
+    """A decoded noise file, kept: augmentation draws from the same files again and again."""
+    return load_audio(str(path))
+
+
 def noise_from_dir(noise_dir: str, n: int, rng: np.random.Generator) -> np.ndarray:
     """n samples of a random noise file from a random offset (looped when it is shorter)."""
-    from openkws.audio import load_audio
-
     files = _noise_files(noise_dir)
-    noise = load_audio(str(files[int(rng.integers(len(files)))]))
+    noise = _noise_recording(files[int(rng.integers(len(files)))])
     if len(noise) == 0:
         return coloured_noise(n, rng, 0.0)
     start = int(rng.integers(len(noise)))

@@ -21,7 +21,7 @@ from openkws.data.manifest import read_manifest
 from openkws.data.pairs import ClipBank, KeywordPairSampler, Pair, SamplerConfig, collate
 from openkws.metrics import eer, roc_auc
 from openkws.models.acoustic import load_acoustic
-from openkws.models.heads import HEADS, Head, build_head, num_parameters
+from openkws.models.heads import Head, build_head, num_parameters
 from openkws.models.p2v import P2V
 from openkws.train.loop import Distributed, OptimConfig, Trainer
 
@@ -81,17 +81,14 @@ class HeadTask:
         train, dev = phrases(cfg.train), phrases(cfg.dev)
         if not train:
             raise ValueError(f"no phrase clips (kinds {cfg.phrase_kinds}) in {cfg.train}")
-        if cfg.head not in HEADS:
-            raise ValueError(f"unknown head {cfg.head!r}; available: {sorted(HEADS)}")
         self.head = build_head(cfg.head, cfg.head_config, self.p2v.dim)
-        self.needs_feats = self.head.needs_feats
-        self.stream = self.head.stream
         self.bank = ClipBank(acoustic, train, device, cfg.views, cfg.augment, cfg.seed,
-                             keep_feats=self.needs_feats, stream=self.stream)
+                             keep_feats=self.head.needs_feats, stream=self.head.stream)
         self.sampler = KeywordPairSampler(self.bank, self.p2v, cfg.sampler, cfg.seed)
         self.dev_pairs: list[Pair] = []
         if dev:
-            self.dev_bank = ClipBank(acoustic, dev, device, 1, keep_feats=self.needs_feats, stream=self.stream)
+            self.dev_bank = ClipBank(acoustic, dev, device, 1, keep_feats=self.head.needs_feats,
+                                     stream=self.head.stream)
             dev_sampler = KeywordPairSampler(self.dev_bank, self.p2v, cfg.sampler, seed=12345)
             self.dev_pairs = [p for b in range(cfg.dev_batches) for p in dev_sampler.batch(0, b)]
 
@@ -99,8 +96,8 @@ class HeadTask:
         return self.cfg.batches_per_epoch or self.sampler.batches_per_epoch()
 
     def batch(self, epoch: int, index: int):
-        return collate(self.sampler.batch(epoch, index), self.bank, self.p2v, with_feats=self.needs_feats,
-                       stream=None if self.stream is None else self.stream.spec)
+        return collate(self.sampler.batch(epoch, index), self.bank, self.p2v, with_feats=self.head.needs_feats,
+                       stream=_stream_spec(self.head))
 
     def loss(self, model, batch):
         model = model.module if hasattr(model, "module") else model
