@@ -1,7 +1,11 @@
-"""The acoustic model: waveform -> fbank -> global CMVN -> Conformer -> E (and CTC log-probs).
+"""The acoustic model: waveform -> log-mel front end -> global CMVN -> Conformer -> E (and CTC
+log-probs).
 
 Everything from raw 16 kHz samples to embeddings lives in one module, so a model file always
-carries its own front end (the fbank settings and the normalisation statistics).
+carries its own front end (its settings, normalisation statistics and, for hama's front end, its
+mel matrix). The front end is whichever ``FbankConfig.kind`` names (Kaldi fbank by default, hama's
+log-mel for the pretrained model); its module is ``model.fbank`` either way. Frame timing comes
+from the model (``frame_samples``, ``num_frames``), never from a constant.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from torch import nn
 
 from openkws.checkpoint import safe_torch_load
 from openkws.config import from_dict
-from openkws.features import Fbank, FbankConfig
+from openkws.features import FbankConfig, build_frontend, frontend_config
+from openkws.features import num_frames as feature_frames
 from openkws.models.conformer import Conformer, ConformerConfig
 from openkws.models.ctc import CTCHead
 from openkws.text import NUM_PHONEMES
@@ -27,10 +32,11 @@ class AcousticConfig:
 
 
 class AcousticModel(nn.Module):
-    def __init__(self, cfg: AcousticConfig = AcousticConfig(), frontend: FbankConfig = FbankConfig()):
+    def __init__(self, cfg: AcousticConfig = AcousticConfig(), frontend: FbankConfig | dict = FbankConfig()):
         super().__init__()
+        frontend = frontend_config(frontend)
         self.cfg = cfg
-        self.fbank = Fbank(frontend)
+        self.fbank = build_frontend(frontend)
         self.register_buffer("feat_mean", torch.zeros(frontend.num_mel_bins))
         self.register_buffer("feat_std", torch.ones(frontend.num_mel_bins))
         self.encoder = Conformer(cfg.encoder)
@@ -39,6 +45,24 @@ class AcousticModel(nn.Module):
     @property
     def d_model(self) -> int:
         return self.cfg.encoder.d_model
+
+    @property
+    def frontend_config(self) -> FbankConfig:
+        return self.fbank.cfg
+
+    @property
+    def frame_samples(self) -> int:
+        """Waveform samples per encoder frame (640 = 40 ms for the Kaldi/Conv2d model, 320 = 20 ms
+        for hama's)."""
+        return self.fbank.cfg.frame_shift * self.encoder.subsampling_factor
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.frame_samples / self.fbank.cfg.sample_rate
+
+    def num_frames(self, num_samples):
+        """Encoder frames for clips of ``num_samples`` samples (an int or a tensor, same kind back)."""
+        return self.encoder.output_lengths(feature_frames(num_samples, self.fbank.cfg))
 
     def features(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised log-mel features (B, T, 80) and their lengths."""
@@ -68,12 +92,19 @@ def acoustic_state(model: AcousticModel) -> dict:
     return {"acoustic_config": asdict(model.cfg), "frontend": model.fbank.cfg.to_dict()}
 
 
+PRETRAINED = "hama"  # names the pretrained real-speech model (openkws.models.pretrained) where a path is expected
+
+
 def load_acoustic(path: str | Path, map_location="cpu") -> AcousticModel:
-    """Load an acoustic model from a CTC experiment's ``best_model.pt`` or ``checkpoint.pt``."""
+    """Load an acoustic model from a CTC experiment's ``best_model.pt`` or ``checkpoint.pt``, or
+    ``"hama"``: the pretrained real-speech Conformer of the installed hama wheel, not fine-tuned."""
+    if str(path) == PRETRAINED:
+        from openkws.models.pretrained import pretrained_acoustic
+
+        return pretrained_acoustic()
     state = safe_torch_load(path, map_location)
     if "acoustic_config" not in state:
         raise ValueError(f"{path}: not an openkws acoustic-model checkpoint (no acoustic_config)")
-    model = AcousticModel(from_dict(AcousticConfig, state["acoustic_config"]),
-                          from_dict(FbankConfig, state["frontend"]))
+    model = AcousticModel(from_dict(AcousticConfig, state["acoustic_config"]), frontend_config(state["frontend"]))
     model.load_state_dict(state.get("state_dict") or state["model"])
     return model.eval()
