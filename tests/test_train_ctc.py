@@ -37,3 +37,41 @@ def test_ctc_training_learns_and_resumes_exactly(toy_corpus, tmp_path):
     model = load_acoustic(full / "best_model.pt")
     enc, lengths = model(torch.zeros(1, 16000), torch.tensor([16000]))
     assert enc.shape[-1] == 32 and (full / "config.yaml").exists()
+
+
+def test_param_groups_scale_the_rate_and_stay_frozen_for_their_first_steps(tmp_path):
+    from openkws.train.loop import Distributed, OptimConfig, ParamGroup, Trainer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    trainer = Trainer(model, None, OptimConfig(peak_lr=1e-2, warmup_steps=4), tmp_path, Distributed("cpu"),
+                      param_groups=[ParamGroup(list(model[0].parameters()), lr_scale=0.1, freeze_steps=3),
+                                    ParamGroup(list(model[1].parameters()))])
+    before = [p.detach().clone() for p in model[0].parameters()]
+    rates = []
+    for step in range(6):
+        rates.append([g["lr"] for g in trainer.optimizer.param_groups])
+        trainer.optimizer.zero_grad()
+        model(torch.randn(8, 3)).pow(2).mean().backward()
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+        if step == 2:  # three frozen steps: the first layer has not moved
+            for a, b in zip(before, model[0].parameters()):
+                torch.testing.assert_close(a, b.detach())
+    assert [r[0] for r in rates[:3]] == [0.0, 0.0, 0.0] and all(r[1] > 0 for r in rates)
+    # once thawed, the first group warms up on its own clock, at a tenth of the second's rate
+    assert abs(rates[3][0] - 0.1 * rates[0][1]) < 1e-12
+    assert any((a != b.detach()).any() for a, b in zip(before, model[0].parameters()))
+
+
+def test_fine_tuning_starts_from_a_checkpoint_and_keeps_a_frozen_encoder(toy_corpus, tmp_path):
+    train_ctc(_cfg(toy_corpus, tmp_path / "base", epochs=1))
+    start = load_acoustic(tmp_path / "base" / "best_model.pt").state_dict()
+    train_ctc(_cfg(toy_corpus, tmp_path / "tuned", 1, [f"init={tmp_path / 'base' / 'best_model.pt'}", "freeze_steps=1000"]))
+    tuned = torch.load(tmp_path / "tuned" / "checkpoint.pt", weights_only=True)["model"]
+    assert set(tuned) == set(start)
+    for k in start:
+        if k.startswith("ctc."):
+            assert not torch.equal(start[k], tuned[k]), k  # the output layer trained
+        else:
+            torch.testing.assert_close(start[k], tuned[k], msg=k)  # the frozen rest did not move

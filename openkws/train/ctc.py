@@ -18,10 +18,10 @@ from openkws.data.dataset import WaveformStore, duration_batches, pad_waves
 from openkws.data.manifest import read_manifest
 from openkws.features import SpecAugmentConfig, spec_augment
 from openkws.metrics import error_rate
-from openkws.models.acoustic import AcousticConfig, AcousticModel, acoustic_state
+from openkws.models.acoustic import PRETRAINED, AcousticConfig, AcousticModel, acoustic_state, load_acoustic
 from openkws.models.ctc import greedy_decode
 from openkws.text import encode
-from openkws.train.loop import Distributed, OptimConfig, Trainer
+from openkws.train.loop import Distributed, OptimConfig, ParamGroup, Trainer
 
 
 @dataclass
@@ -47,6 +47,11 @@ class CTCTrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     specaug: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     specaug_enabled: bool = True
+    # Start from trained weights instead of `model`: "hama" (the pretrained real-speech Conformer of
+    # the hama wheel, its output layer mapped onto our phonemes) or an acoustic checkpoint path.
+    init: str = ""
+    init_lr_scale: float = 0.3  # learning rate of the initialised front end + encoder, x optim.peak_lr
+    freeze_steps: int = 0  # first steps in which only the CTC output layer of an initialised model trains
 
 
 def _load(manifests: list[str], kinds: list[str], max_duration: float):
@@ -78,6 +83,10 @@ class CTCTask:
 
     def num_batches(self, epoch: int) -> int:
         return len(self._batches(epoch))
+
+    def batch_ids(self, epoch: int, index: int) -> list[str]:
+        """The utterance ids of a batch (the trainer logs them per rank)."""
+        return [self.train_utts[i].id for i in self._batches(epoch)[index]]
 
     def _babble(self, n: int, rng: np.random.Generator) -> np.ndarray:
         out = np.zeros(n, dtype=np.float32)
@@ -133,6 +142,13 @@ def feature_sample(model: AcousticModel, audio: WaveformStore, n: int, seed: int
     return torch.cat(frames)
 
 
+def initial_acoustic(init: str) -> AcousticModel:
+    """The model a fine-tuning run starts from: ``"hama"`` or an acoustic checkpoint path."""
+    if init != PRETRAINED and not Path(init).exists():
+        raise FileNotFoundError(f"init={init!r}: neither {PRETRAINED!r} nor an existing acoustic checkpoint")
+    return load_acoustic(init).train()
+
+
 def train_ctc(cfg: CTCTrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -142,13 +158,20 @@ def train_ctc(cfg: CTCTrainConfig) -> dict:
     if dist.main:
         save_config(cfg, exp / "config.yaml")
     task = CTCTask(cfg, dist.device)
-    model = AcousticModel(cfg.model)
-    model.set_normalisation(feature_sample(model, task.train_audio, 300, cfg.seed))
+    groups = None
+    if cfg.init:
+        model = initial_acoustic(cfg.init)
+        output = set(model.ctc.parameters())
+        groups = [ParamGroup([p for p in model.parameters() if p not in output], cfg.init_lr_scale, cfg.freeze_steps),
+                  ParamGroup(list(output))]
+    else:
+        model = AcousticModel(cfg.model)
+        model.set_normalisation(feature_sample(model, task.train_audio, 300, cfg.seed))
     model.to(dist.device)
     n_params = sum(p.numel() for p in model.parameters())
     if dist.main:
         print(f"acoustic model: {n_params / 1e6:.2f}M parameters; {len(task.train_utts)} train / "
               f"{len(task.dev_utts)} dev utterances on {dist.device}")
     trainer = Trainer(model, task, cfg.optim, exp, dist, extra_state=acoustic_state(model),
-                      best_metric="per", lower_is_better=True)
+                      best_metric="per", lower_is_better=True, param_groups=groups)
     return trainer.fit()

@@ -82,6 +82,9 @@ class HeadTask:
         if not train:
             raise ValueError(f"no phrase clips (kinds {cfg.phrase_kinds}) in {cfg.train}")
         self.head = build_head(cfg.head, cfg.head_config, self.p2v.dim)
+        if not self.head.trainable:
+            raise ValueError(f"head {cfg.head!r} has nothing to train: add it with `openkws export --head "
+                             f"{cfg.head}` and calibrate it with `python -m evaluation.calibrate`")
         self.bank = ClipBank(acoustic, train, device, cfg.views, cfg.augment, cfg.seed,
                              keep_feats=self.head.needs_feats, stream=self.head.stream)
         self.sampler = KeywordPairSampler(self.bank, self.p2v, cfg.sampler, cfg.seed)
@@ -98,6 +101,10 @@ class HeadTask:
     def batch(self, epoch: int, index: int):
         return collate(self.sampler.batch(epoch, index), self.bank, self.p2v, with_feats=self.head.needs_feats,
                        stream=_stream_spec(self.head))
+
+    def batch_ids(self, epoch: int, index: int) -> list[str]:
+        """The ids of the clips a batch pairs with text (the trainer logs them per rank)."""
+        return list(dict.fromkeys(self.bank.utts[p.clip].id for p in self.sampler.batch(epoch, index)))
 
     def loss(self, model, batch):
         model = model.module if hasattr(model, "module") else model
