@@ -60,7 +60,7 @@ _CHUNK = 1 << 20
 log = logging.getLogger(__name__)
 
 
-def _md5(path: Path) -> str:
+def md5sum(path: Path) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(_CHUNK), b""):
@@ -68,7 +68,7 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fetch(url: str, part: Path, offset: int) -> None:
+def fetch_resume(url: str, part: Path, offset: int) -> None:
     """Append ``url`` from byte ``offset`` to ``part``, or rewrite it whole if the server ignores Range."""
     request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
     with urllib.request.urlopen(request, timeout=60) as resp:
@@ -101,11 +101,11 @@ def download(url: str, dest: str | os.PathLike, md5: str) -> Path:
         part = dest.with_name(dest.name + ".part")
         offset = part.stat().st_size if part.exists() else 0
         try:
-            _fetch(url, part, offset)
+            fetch_resume(url, part, offset)
         except urllib.error.HTTPError as e:
             if e.code != 416:  # 416: nothing left after the offset, the part is complete
                 raise
-    got = _md5(part)
+    got = md5sum(part)
     if got != md5:
         if part == dest:  # not ours to delete
             raise ValueError(f"{dest}: MD5 {got} does not match the published {md5}; the file is "

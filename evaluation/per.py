@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from openkws.checkpoint import atomic_write_text
@@ -21,7 +23,7 @@ from openkws.data.manifest import Utterance, read_manifest
 from openkws.metrics import error_rate
 from openkws.models.acoustic import load_acoustic
 from openkws.models.ctc import greedy_decode
-from openkws.text import decode, encode, to_phonemes
+from openkws.text import decode, encode, strip_stress, to_phonemes
 
 
 def read_fsdd(folder: str | Path) -> list[Utterance]:
@@ -38,18 +40,47 @@ def read_fsdd(folder: str | Path) -> list[Utterance]:
 
 
 @torch.no_grad()
-def phoneme_error_rate(model, utts: list[Utterance], batch_seconds: float = 120.0) -> tuple[float, list]:
+def _decode(model, utts: Sequence[Utterance], batch_seconds: float,
+            waves: Sequence[np.ndarray] | None) -> tuple[list[int], list[list[int]]]:
+    """Greedy CTC hypotheses (phoneme ids) and the utterance indices they belong to, in batch order."""
     model.eval()
-    store = WaveformStore(utts, cache=False)
-    refs, hyps, order = [], [], []
+    store = WaveformStore(utts, cache=False) if waves is None else waves
+    hyps, order = [], []
     for ids in duration_batches([u.duration for u in utts], batch_seconds, 64, seed=0, shuffle=False):
         wave, lengths = pad_waves([store[i] for i in ids])
         log_probs, enc_lengths = model(wave, lengths, log_probs=True)
         hyps += greedy_decode(log_probs, enc_lengths)
-        refs += [encode(utts[i].phonemes) for i in ids]
         order += ids
+    return order, hyps
+
+
+def greedy_hypotheses(model, utts: Sequence[Utterance], batch_seconds: float = 120.0,
+                      waves: Sequence[np.ndarray] | None = None) -> list[list[int]]:
+    """The greedy CTC hypothesis (phoneme ids) of each utterance, in ``utts`` order; ``waves``
+    are their 16 kHz waveforms when the caller has them decoded already (else read from the files)."""
+    order, hyps = _decode(model, utts, batch_seconds, waves)
+    out: list[list[int]] = [[] for _ in utts]
+    for i, h in zip(order, hyps):
+        out[i] = list(h)
+    return out
+
+
+def phoneme_error_rate(model, utts: list[Utterance], batch_seconds: float = 120.0,
+                       waves: Sequence[np.ndarray] | None = None, stress: bool = True) -> tuple[float, list]:
+    """Corpus PER of greedy CTC decoding and ten (text, hypothesis) examples. ``waves``: as in
+    ``greedy_hypotheses``; ``stress=False`` strips the stress digits from reference and hypothesis
+    (AH0 = AH1), which the default, stress-marked PER counts as substitutions."""
+    order, hyps = _decode(model, utts, batch_seconds, waves)
+    refs = [encode(utts[i].phonemes) for i in order]
     examples = [(utts[i].text, " ".join(decode(h))) for i, h in zip(order[:10], hyps[:10])]
+    if not stress:
+        refs, hyps = stressless(refs), stressless(hyps)
     return error_rate(refs, hyps), examples
+
+
+def stressless(seqs: Sequence[Sequence[int]]) -> list[list[str]]:
+    """Phoneme id sequences as symbols without stress digits ('AH0' -> 'AH')."""
+    return [[strip_stress(p) for p in decode(x)] for x in seqs]
 
 
 def main(argv=None) -> int:

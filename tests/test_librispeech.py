@@ -80,7 +80,7 @@ def test_prepare_existing_tree_and_resume(tmp_path):
                           "--split", "nonsense=train"])
 
 
-def _md5(data):
+def md5sum(data):
     return hashlib.md5(data).hexdigest()
 
 
@@ -89,14 +89,14 @@ def test_download_file_url_checksum_and_skip(tmp_path, monkeypatch):
     src = tmp_path / "src.bin"
     src.write_bytes(data)
     dest = tmp_path / "dl" / "x.tar.gz"
-    download(src.as_uri(), dest, _md5(data))
+    download(src.as_uri(), dest, md5sum(data))
     assert dest.read_bytes() == data and (tmp_path / "dl" / "x.tar.gz.done").exists()
 
     def offline(*a, **k):
         raise AssertionError("a finished download must not be fetched again")
 
     monkeypatch.setattr(librispeech.urllib.request, "urlopen", offline)
-    download(src.as_uri(), dest, _md5(data))
+    download(src.as_uri(), dest, md5sum(data))
     monkeypatch.undo()
 
     other = tmp_path / "dl" / "y.tar.gz"
@@ -126,7 +126,7 @@ def test_download_resumes_with_range(tmp_path, monkeypatch):
         return _RangeResponse(data, int(header[len("bytes="):-1]) if header else 0)
 
     monkeypatch.setattr(librispeech.urllib.request, "urlopen", fake_urlopen)
-    download("https://example.org/x.tar.gz", dest, _md5(data))
+    download("https://example.org/x.tar.gz", dest, md5sum(data))
     assert ranges == ["bytes=100000-"] and dest.read_bytes() == data
 
 
@@ -136,7 +136,7 @@ def test_fetch_subset_downloads_and_extracts(tmp_path, monkeypatch):
     mirror.mkdir()
     with tarfile.open(mirror / "dev-other.tar.gz", "w:gz") as tar:
         tar.add(tmp_path / "build" / "LibriSpeech", arcname="LibriSpeech")
-    monkeypatch.setitem(librispeech.MD5, "dev-other", _md5((mirror / "dev-other.tar.gz").read_bytes()))
+    monkeypatch.setitem(librispeech.MD5, "dev-other", md5sum((mirror / "dev-other.tar.gz").read_bytes()))
     root = tmp_path / "root"
     subset_dir = fetch_subset(root, "dev-other", base_url=mirror.as_uri())
     assert subset_dir == root / "LibriSpeech" / "dev-other" and (subset_dir / ".done").exists()
