@@ -12,30 +12,46 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
+import torch
+
+from openkws.audio import load_audio
 from openkws.checkpoint import atomic_write_text
 from openkws.data.manifest import read_manifest
-from openkws.data.pairs import ClipBank, Pair
 from openkws.model import KWSModel
-from openkws.train.heads import score_pairs
 
 from data_prep.libriphrase import read_pairs
 from evaluation.protocols import trials as make_trials
 
 
-def score_trials(model: KWSModel, utts, trials, heads: list[str], device="cpu") -> list[dict]:
+def score_trials(model: KWSModel, utts, trials, heads: list[str], device="cpu", clips_per_batch: int = 32) -> list[dict]:
+    """Every trial scored by every head through the model's own path (``KWSModel.encode`` and
+    ``score_pairs``, as ``openkws.score`` scores a clip whole): one encoder pass per clip."""
     index = {u.id: i for i, u in enumerate(utts)}
     missing = sorted({t.audio for t in trials} - set(index))
     if missing:
         raise ValueError(f"{len(missing)} trial clips are not in the manifest, e.g. {missing[:3]}")
-    bank = ClipBank(model.acoustic, utts, device, keep_feats=any(model.head(h).needs_feats for h in heads),
-                    stream=[model.head(h).stream for h in heads if model.head(h).stream is not None])
-    pairs = [Pair(index[t.audio], 0, model.keyword(t.text).phonemes, int(t.label), 0) for t in trials]
-    rows = []
-    for name in heads:
-        scores = score_pairs(model.head(name), pairs, bank, model.p2v, device=device)
-        rows += [{"audio": t.audio, "text": t.text, "label": int(t.label), "split": t.split, "class": t.cls,
-                  "head": name, "score": float(s)} for t, s in zip(trials, scores)]
-    return rows
+    model.to(device)  # encode() feeds the audio to the model's device
+    by_clip: dict[str, list[int]] = {}
+    for i, t in enumerate(trials):
+        by_clip.setdefault(t.audio, []).append(i)
+    texts = sorted({t.text for t in trials})
+    keywords = [model.keyword(text) for text in texts]
+    column = {text: j for j, text in enumerate(texts)}
+    scores = {name: np.zeros(len(trials), dtype=np.float32) for name in heads}
+    clip_ids = list(by_clip)
+    for b in range(0, len(clip_ids), clips_per_batch):
+        chunk = clip_ids[b:b + clips_per_batch]
+        audio = [load_audio(utts[index[c]].path) for c in chunk]
+        rows = [i for c in chunk for i in by_clip[c]]
+        clip_index = torch.tensor([k for k, c in enumerate(chunk) for _ in by_clip[c]])
+        keyword_index = torch.tensor([column[trials[i].text] for i in rows])
+        encoding = model.encode(audio)
+        for name in heads:
+            scored = model.score_pairs(model.with_stream(encoding, audio, name), keywords, clip_index, keyword_index, name)
+            scores[name][rows] = scored
+    return [{"audio": t.audio, "text": t.text, "label": int(t.label), "split": t.split, "class": t.cls,
+             "head": name, "score": float(scores[name][i])} for name in heads for i, t in enumerate(trials)]
 
 
 def main(argv=None) -> int:

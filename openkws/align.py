@@ -18,9 +18,6 @@ from openkws.metrics import edit_distance
 from openkws.models.ctc import forced_align_batch, greedy_decode
 from openkws.text import encode, to_word_phonemes
 
-FRAME_SECONDS = 0.04  # encoder frame shift: 10 ms fbank hop x 4 subsampling
-
-
 @dataclass
 class Aligned:
     index: int  # position in the manifest
@@ -72,8 +69,9 @@ def align_corpus(model, utts: Sequence[Utterance], store: WaveformStore | None =
             yield Aligned(ids[b], enc[b, : int(enc_lengths[b])].float().cpu(), targets[b], spans[row])
 
 
-def word_segments(utt: Utterance, spans: list[tuple[int, int]]) -> list[tuple[str, float, float]]:
-    """(word, start_s, end_s) for each word of ``utt`` from its phoneme spans."""
+def word_segments(utt: Utterance, spans: list[tuple[int, int]], frame_seconds: float) -> list[tuple[str, float, float]]:
+    """(word, start_s, end_s) for each word of ``utt`` from its phoneme spans (encoder frames of
+    ``frame_seconds``: the acoustic model's ``frame_samples`` / 16 kHz)."""
     words = to_word_phonemes(utt.text)
     if sum(len(p) for _, p in words) != len(spans):
         raise ValueError(f"{utt.id}: text has {sum(len(p) for _, p in words)} phonemes but "
@@ -81,6 +79,6 @@ def word_segments(utt: Utterance, spans: list[tuple[int, int]]) -> list[tuple[st
     out, k = [], 0
     for word, phones in words:
         first, last = spans[k][0], spans[k + len(phones) - 1][1]
-        out.append((word, round(first * FRAME_SECONDS, 3), round((last + 1) * FRAME_SECONDS, 3)))
+        out.append((word, round(first * frame_seconds, 3), round((last + 1) * frame_seconds, 3)))
         k += len(phones)
     return out

@@ -6,6 +6,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from openkws.model import KWSModel
 from openkws.spotter import Detection, KeywordSpotter
 
@@ -29,13 +31,27 @@ def _default_model() -> KWSModel:
 
 
 def _keywords(keywords: str | Sequence[str]) -> list[str]:
-    items = [keywords] if isinstance(keywords, str) else list(keywords)
+    if isinstance(keywords, str):
+        items = [keywords]
+    elif isinstance(keywords, (list, tuple)):
+        items = list(keywords)
+    else:
+        raise TypeError(f"keywords must be a string or a list of strings, got {type(keywords).__name__} {keywords!r}")
     if not items:
-        raise ValueError("no keyword given")
+        raise ValueError("keywords: no keyword given")
     for k in items:
         if not isinstance(k, str) or not k.strip():
-            raise ValueError(f"keywords must be non-empty strings, got {k!r}")
+            raise ValueError(f"keywords must be non-empty strings, got {type(k).__name__} {k!r} in {keywords!r}")
     return items
+
+
+def _sample_rate(sample_rate) -> int | None:
+    """None (the default) or a positive integer number of samples per second."""
+    if sample_rate is None:
+        return None
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+    return int(sample_rate)
 
 
 def _spotter(keywords, model, head, threshold) -> KeywordSpotter:
@@ -51,7 +67,7 @@ def score(audio, keywords: str | Sequence[str], model: KWSModel | str | Path | N
     """Score in [0, 1] per keyword: how likely the audio contains it (the best window's score for
     long audio). ``audio`` is a path, a numpy array or a torch tensor (``sample_rate`` for arrays,
     default 16000)."""
-    _, best = _spotter(keywords, model, head, None).scan(audio, sample_rate)
+    _, best = _spotter(keywords, model, head, None).scan(audio, _sample_rate(sample_rate))
     return best
 
 
@@ -60,5 +76,5 @@ def detect(audio, keywords: str | Sequence[str], model: KWSModel | str | Path | 
            sample_rate: int | None = None) -> list[Detection]:
     """Where each keyword is spoken: detections with keyword, score, start and end (seconds).
     ``threshold`` defaults to the model's calibrated one."""
-    detections, _ = _spotter(keywords, model, head, threshold).scan(audio, sample_rate)
+    detections, _ = _spotter(keywords, model, head, threshold).scan(audio, _sample_rate(sample_rate))
     return detections

@@ -30,6 +30,7 @@ def _train(args) -> int:
 
 def _align(args) -> int:
     from openkws.align import AlignStats, align_corpus, word_segments
+    from openkws.audio import SAMPLE_RATE
     from openkws.data.alignments import write_word_alignments
     from openkws.data.manifest import read_manifest
     from openkws.models.acoustic import load_acoustic
@@ -42,7 +43,8 @@ def _align(args) -> int:
     print(f"aligned {stats.aligned}/{stats.utterances} utterances "
           f"(skipped: {stats.skipped_per} above PER {args.max_per}, {stats.skipped_short} too short)")
     if args.word_alignments:
-        write_word_alignments(args.word_alignments, {utts[a.index].id: word_segments(utts[a.index], a.spans)
+        frame_seconds = model.frame_samples / SAMPLE_RATE
+        write_word_alignments(args.word_alignments, {utts[a.index].id: word_segments(utts[a.index], a.spans, frame_seconds)
                                                      for a in aligned})
     if args.p2v:
         p2v = P2V.from_local_vectors(local_vectors(aligned), model.ctc.proj.weight.detach())
@@ -66,8 +68,11 @@ def _export(args) -> int:
     heads, thresholds = {}, {}
     for item in args.head:
         name, _, path = item.partition("=")
+        if name == "ctc" and not path:  # training-free: calibrated later (python -m evaluation.calibrate)
+            heads[name], thresholds[name] = build_head(name, None, p2v.dim), 0.5
+            continue
         if not path:
-            raise SystemExit(f"openkws export: --head takes NAME=CHECKPOINT, got {item!r}")
+            raise SystemExit(f"openkws export: --head takes NAME=CHECKPOINT (or ctc), got {item!r}")
         state = safe_torch_load(path)
         if state.get("head") != name:
             raise SystemExit(f"openkws export: {path} holds head {state.get('head')!r}, not {name!r}")
@@ -149,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("align", help="CTC forced alignment: P2V table and word alignments (stage 3)")
-    p.add_argument("--acoustic", required=True, help="acoustic model checkpoint (exp/<tag>/ctc/best_model.pt)")
+    p.add_argument("--acoustic", required=True,
+                   help="acoustic model checkpoint (exp/<tag>/ctc/best_model.pt), or hama (the pretrained one)")
     p.add_argument("--manifest", required=True, nargs="+", help="manifest(s) to align")
     p.add_argument("--p2v", help="write the P2V table built from these alignments here")
     p.add_argument("--word-alignments", help="write word alignments (JSONL) here")
@@ -159,9 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_align)
 
     p = sub.add_parser("export", help="bundle acoustic model, P2V table and heads into one model file (stage 6)")
-    p.add_argument("--acoustic", required=True)
+    p.add_argument("--acoustic", required=True, help="acoustic model checkpoint, or hama (the pretrained one)")
     p.add_argument("--p2v", required=True)
-    p.add_argument("--head", required=True, action="append", help="NAME=exp/<tag>/<head>/best_model.pt (repeat)")
+    p.add_argument("--head", required=True, action="append", help="NAME=exp/<tag>/<head>/best_model.pt, or ctc (the training-free CTC search; repeat)")
     p.add_argument("--default-head", help="head used when none is named (default: the first --head)")
     p.add_argument("--corpus", default="", help="recorded in the model's info")
     p.add_argument("--note", default="", help="free text recorded in the model's info")

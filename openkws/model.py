@@ -27,17 +27,15 @@ from openkws.checkpoint import MODEL_FORMAT, atomic_torch_save, load_model_file
 from openkws.config import from_dict
 from openkws.features import FbankConfig, num_frames
 from openkws.models.acoustic import AcousticConfig, AcousticModel
-from openkws.models.conformer import subsampled_lengths
 from openkws.models.heads import HEADS, PairBatch, build_head
 from openkws.models.p2v import P2V
 from openkws.streams import stream_kwargs
-from openkws.text import PHONEMES, encode, parse_phonemes, to_phonemes
+from openkws.text import PHONEMES, encode, parse_phonemes, pronunciation_variants
 
 # CLAD's keyword window: phonemes x mean phoneme duration + margin (ALGORITHMS.md §C.3).
 PHONEME_SECONDS = 0.09
 WINDOW_MARGIN_SECONDS = 0.3
 MIN_WINDOW_SECONDS = 0.5
-ENCODER_STRIDE = 4  # fbank frames per encoder frame (the Conformer's 4x subsampling)
 
 
 @dataclass(frozen=True)
@@ -45,6 +43,7 @@ class Keyword:
     text: str
     phonemes: tuple[str, ...]
     vectors: torch.Tensor  # F (m, d)
+    variants: tuple[tuple[str, ...], ...] = ()  # every pronunciation (``phonemes`` first), for the CTC search
 
     @property
     def window_seconds(self) -> float:
@@ -54,13 +53,15 @@ class Keyword:
 
 @dataclass(frozen=True)
 class Encoding:
-    """The audio side of a batch of clips, as the heads read it: encoder frames E (B, n, d) and
-    the normalised fbank (B, T, 80), zero-padded, with their lengths (B,)."""
+    """The audio side of a batch of clips, as the heads read it: encoder frames E (B, n, d), their
+    CTC log-posteriors (B, n, V) and the normalised fbank (B, T, 80), zero-padded, with their
+    lengths (B,)."""
 
     audio: Tensor
     audio_lengths: Tensor
     feats: Tensor
     feat_lengths: Tensor
+    log_probs: Tensor
     stream: Tensor | None = None  # a head's frozen external audio stream (see ``with_stream``)
     stream_lengths: Tensor | None = None
 
@@ -120,8 +121,8 @@ class KWSModel(nn.Module):
         return self._keyword(text, pron)
 
     def _enroll(self, text: str, pronunciation: tuple[str, ...] | None) -> Keyword:
-        phonemes = tuple(pronunciation or to_phonemes(text))
-        return Keyword(text, phonemes, self.p2v.encode(phonemes))
+        variants = (pronunciation,) if pronunciation else tuple(map(tuple, pronunciation_variants(text)))
+        return Keyword(text, variants[0], self.p2v.encode(variants[0]), variants)
 
     def head(self, name: str | None = None) -> nn.Module:
         name = name or self.default_head
@@ -132,16 +133,18 @@ class KWSModel(nn.Module):
     # -- scoring -----------------------------------------------------------------------------
     @property
     def frame_samples(self) -> int:
-        """Samples per encoder frame (40 ms): windows cut from an encoding start on this grid."""
-        return self.acoustic.fbank.cfg.frame_shift * ENCODER_STRIDE
+        """Samples per encoder frame (40 ms for the Kaldi-fbank Conformer, 20 ms for the pretrained
+        front end): windows cut from an encoding start on this grid."""
+        return self.acoustic.frame_samples
 
     @torch.inference_mode()
     def encode(self, clips: Sequence[np.ndarray]) -> Encoding:
         """One batched pass of the acoustic model over 16 kHz float32 clips."""
-        waves, lengths = _pad(clips)
+        device = self.acoustic.feat_mean.device
+        waves, lengths = (x.to(device) for x in _pad(clips))
         feats, feat_lengths = self.acoustic.features(waves, lengths)
         enc, enc_lengths = self.acoustic.encoder(feats, feat_lengths)
-        return Encoding(enc, enc_lengths.clamp(min=1), feats, feat_lengths.clamp(min=1))
+        return Encoding(enc, enc_lengths.clamp(min=1), feats, feat_lengths.clamp(min=1), self.acoustic.ctc(enc))
 
     @torch.inference_mode()
     def with_stream(self, encoding: Encoding, clips: Sequence[np.ndarray], head: str | None = None) -> Encoding:
@@ -159,38 +162,63 @@ class KWSModel(nn.Module):
         """Windows of encoded clips: window i is samples [starts[i], starts[i] + lengths[i]) of
         clip ``clips[i]``, with ``starts`` on the encoder frame grid (multiples of
         ``frame_samples``). It gets the frames and fbank frames that encoding the window alone
-        would give, in number and position; the fbank is frame-local, so it is the same, while
-        the encoder's global attention lets the frames see the whole clip around the window."""
+        would give, in number and position; the fbank is frame-local, so it is the same (but for
+        the pretrained front end's centred edge frames, which see the real neighbouring audio
+        instead of a reflection), while the encoder's global attention lets the frames see the
+        whole clip around the window."""
         if bool((starts % self.frame_samples != 0).any()):
             raise ValueError(f"window starts must be multiples of {self.frame_samples} samples")
-        fbank = self.acoustic.fbank.cfg
-        feat_lengths = num_frames(lengths, fbank).clamp(min=1)
-        enc_lengths = subsampled_lengths(feat_lengths).clamp(min=1)
+        feat_lengths = num_frames(lengths, self.acoustic.frontend_config).clamp(min=1)
+        enc_lengths = self.acoustic.encoder.output_lengths(feat_lengths).clamp(min=1)
+        stride = self.acoustic.encoder.subsampling_factor  # fbank frames per encoder frame
         first = starts // self.frame_samples
         if bool((first + enc_lengths > encoding.audio_lengths[clips]).any()):
             raise ValueError("a window reaches past the end of its clip")
         return Encoding(_take(encoding.audio, clips, first, enc_lengths), enc_lengths,
-                        _take(encoding.feats, clips, first * ENCODER_STRIDE, feat_lengths), feat_lengths)
+                        _take(encoding.feats, clips, first * stride, feat_lengths), feat_lengths,
+                        _take(encoding.log_probs, clips, first, enc_lengths))
 
-    @torch.inference_mode()
-    def score_pairs(self, encoding: Encoding, keywords: Sequence[Keyword], clip_index: Tensor,
-                    keyword_index: Tensor, head: str | None = None) -> np.ndarray:
-        """Scores in [0, 1] (P,) of the pairs (encoded clip ``clip_index[p]``, keyword
-        ``keywords[keyword_index[p]]``): the one place that builds the heads' PairBatch."""
+    def _pair_batch(self, encoding: Encoding, keywords: Sequence[Keyword], clip_index: Tensor,
+                    keyword_index: Tensor, head: str | None) -> PairBatch:
+        """The one place that builds the heads' PairBatch: (encoded clip ``clip_index[p]``,
+        keyword ``keywords[keyword_index[p]]``) for every pair p, with what the head reads."""
         head_module = self.head(head)
         text = nn.utils.rnn.pad_sequence([k.vectors for k in keywords], batch_first=True)
         ids = nn.utils.rnn.pad_sequence([torch.tensor(encode(k.phonemes)) for k in keywords], batch_first=True)
         text_lengths = torch.tensor([len(k.phonemes) for k in keywords])
         extra = {"feats": encoding.feats[clip_index], "feat_lengths": encoding.feat_lengths[clip_index]} \
             if head_module.needs_feats else {}
+        if head_module.needs_log_probs:
+            extra["log_probs"] = encoding.log_probs[clip_index]
+            extra["variant_ids"] = _variant_ids(keywords)[keyword_index]
         if head_module.stream is not None:
             if encoding.stream is None:
                 raise ValueError(f"head {head or self.default_head!r} reads an audio stream: add it with with_stream()")
             extra |= {"stream": encoding.stream[clip_index], "stream_lengths": encoding.stream_lengths[clip_index]}
-        batch = PairBatch(audio=encoding.audio[clip_index], audio_lengths=encoding.audio_lengths[clip_index],
-                          text=text[keyword_index], text_lengths=text_lengths[keyword_index],
-                          phoneme_ids=ids[keyword_index], **extra)
-        return head_module.score(batch).float().numpy()
+        return PairBatch(audio=encoding.audio[clip_index], audio_lengths=encoding.audio_lengths[clip_index],
+                         text=text[keyword_index], text_lengths=text_lengths[keyword_index],
+                         phoneme_ids=ids[keyword_index], **extra).to(encoding.audio.device)
+
+    @torch.inference_mode()
+    def score_pairs(self, encoding: Encoding, keywords: Sequence[Keyword], clip_index: Tensor,
+                    keyword_index: Tensor, head: str | None = None) -> np.ndarray:
+        """Scores in [0, 1] (P,) of the pairs (encoded clip ``clip_index[p]``, keyword
+        ``keywords[keyword_index[p]]``)."""
+        batch = self._pair_batch(encoding, keywords, clip_index, keyword_index, head)
+        return self.head(head).score(batch).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def locate_pairs(self, encoding: Encoding, keywords: Sequence[Keyword], clip_index: Tensor,
+                     keyword_index: Tensor, head: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For a head that locates keywords (``Head.locates``: the CTC search): the pairs' scores
+        in [0, 1] and the first and last encoder frame of each keyword's best path (-1 where no
+        path fits), (P,) each."""
+        module = self.head(head)
+        if not module.locates:
+            raise ValueError(f"head {head or self.default_head!r} scores windows; it does not locate keywords")
+        found = module.search(self._pair_batch(encoding, keywords, clip_index, keyword_index, head))
+        scores = torch.sigmoid(module.calibrate(found.score))
+        return scores.float().cpu().numpy(), found.start.cpu().numpy(), found.end.cpu().numpy()
 
     def score_segments(self, segments: Sequence[np.ndarray], keywords: Sequence[Keyword],
                        head: str | None = None) -> np.ndarray:
@@ -202,6 +230,17 @@ class KWSModel(nn.Module):
         encoding = self.with_stream(self.encode(segments), segments, head)
         scores = self.score_pairs(encoding, keywords, torch.arange(S).repeat_interleave(K), torch.arange(K).repeat(S), head)
         return scores.reshape(S, K)
+
+
+def _variant_ids(keywords: Sequence[Keyword]) -> Tensor:
+    """(K, R, m') phoneme ids of every pronunciation of each keyword, zero-padded."""
+    rows = max(len(k.variants or (k.phonemes,)) for k in keywords)
+    width = max(len(v) for k in keywords for v in (k.variants or (k.phonemes,)))
+    out = torch.zeros(len(keywords), rows, width, dtype=torch.long)
+    for i, k in enumerate(keywords):
+        for j, v in enumerate(k.variants or (k.phonemes,)):
+            out[i, j, : len(v)] = torch.tensor(encode(v))
+    return out
 
 
 def _pad(clips: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:

@@ -3,7 +3,7 @@
 Windows. Each keyword is searched with sliding windows sized from its phoneme count (CLAD:
 phonemes x 90 ms + 300 ms margin, rounded up to one of a few bucket sizes so many keywords share
 windows), half overlap. Windows start on a fixed grid of absolute sample positions (multiples of
-one encoder frame, 40 ms), so the detections do not depend on how the audio was chunked;
+40 ms, one or two encoder frames), so the detections do not depend on how the audio was chunked;
 ``flush()`` scores the tail of the stream (a clip shorter than a window is scored whole).
 
 Encoder blocks. The acoustic encoder does not run once per window: the stream is cut into
@@ -22,6 +22,11 @@ with half the false alarms; whole clips score as before. The price is latency: a
 window is scored once its block is complete, up to BLOCK_SECONDS after the window's end
 (``flush()`` scores the last, partial block). A clip no longer than one block is encoded once,
 whole.
+
+Located keywords. A head that finds the keyword itself (``Head.locates``: the CTC keyword search,
+free start and end) gets no sliding windows: each keyword is searched in every block's encoder
+pass, and its window is the best path's span, so a detection's start and end are where the
+keyword was heard. The passes, like the windows, depend only on positions in the stream.
 
 Detections. ``decide`` turns scored windows into detections: a window fires when its score
 reaches the keyword's threshold and the keyword is not muted; a detection mutes its keyword
@@ -43,7 +48,7 @@ import torch
 from openkws.audio import SAMPLE_RATE, load_audio
 from openkws.model import Keyword, KWSModel
 
-HOP_QUANTUM = 640  # samples: window starts and hops are whole encoder frames (40 ms)
+HOP_QUANTUM = 640  # samples (40 ms): window starts and hops are whole encoder frames (of 40 or 20 ms)
 WINDOW_BUCKETS = (0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)  # seconds
 BLOCK_SECONDS = 1.0  # encoder blocks (a multiple of HOP_QUANTUM)
 CONTEXT_SECONDS = 1.6  # audio before a block that its encoder pass covers (a multiple of HOP_QUANTUM)
@@ -90,11 +95,12 @@ class KeywordSpotter:
                  on_window: Callable[[Window], object] | None = None):
         self.model, self.head_name = model, head or model.default_head
         model.head(self.head_name)  # validate the name now, not at the first chunk
-        if model.frame_samples != HOP_QUANTUM:
-            raise ValueError(f"the spotter's window grid is {HOP_QUANTUM} samples, the model's encoder frame "
-                             f"{model.frame_samples}")
+        if HOP_QUANTUM % model.frame_samples:
+            raise ValueError(f"the spotter's window grid ({HOP_QUANTUM} samples) is not a multiple of the "
+                             f"model's encoder frame ({model.frame_samples} samples)")
         self.refractory = _samples(refractory_seconds)
         self.on_window = on_window
+        self._locating = model.head(self.head_name).locates
         self._enrolled: dict[str, _Enrolled] = {}
         self.reset()
 
@@ -180,6 +186,17 @@ class KeywordSpotter:
         if not self._enrolled:
             raise ValueError("no keyword enrolled: call enroll() first")
         end = self._offset + len(self._buffer)
+        scored = self._search_passes(end, final) if self._locating else self._score_windows(end, final)
+        scored.sort(key=lambda w: (w.start, w.stop, w.keyword))
+        for w in scored:
+            self.best_scores[w.keyword] = max(w.score, self.best_scores.get(w.keyword, 0.0))
+            if self.on_window is not None:
+                self.on_window(w)
+        self._trim(end)
+        return scored
+
+    def _score_windows(self, end: int, final: bool) -> list[Window]:
+        """Score every sliding window whose encoder block is complete (all remaining ones when ``final``)."""
         windows = self._plan(end, final)
         if not windows:
             return []
@@ -196,14 +213,42 @@ class KeywordSpotter:
         pairs = torch.tensor([(i, column[id(e)]) for i, members in enumerate(windows.values()) for e in members])
         scores = self.model.score_pairs(cut, keywords, pairs[:, 0], pairs[:, 1], self.head_name)
         bounds = list(windows)
-        scored = sorted((Window(keywords[j].text, float(s), *bounds[i]) for (i, j), s in zip(pairs.tolist(), scores)),
-                        key=lambda w: (w.start, w.stop, w.keyword))
-        for w in scored:
-            self.best_scores[w.keyword] = max(w.score, self.best_scores.get(w.keyword, 0.0))
-            if self.on_window is not None:
-                self.on_window(w)
-        self._trim(end)
-        return scored
+        return [Window(keywords[j].text, float(s), *bounds[i]) for (i, j), s in zip(pairs.tolist(), scores)]
+
+    def _search_passes(self, end: int, final: bool) -> list[Window]:
+        """For a head that locates keywords (the CTC search): search every keyword in one encoder
+        pass per complete block (the block and CONTEXT_SECONDS before it; with ``final`` the rest
+        of the stream too). A keyword's window is where its best path lies, reported by the pass
+        of the block that path ends in (a path ending in the context belongs to an earlier block).
+        A keyword with no path that fits a pass gets the block itself as its window."""
+        block, context = _samples(BLOCK_SECONDS), _samples(CONTEXT_SECONDS)
+        ready = end if final else max(self._ready, (end - 1) // block * block)
+        blocks, start = [], self._ready
+        while start < ready:
+            stop = min(ready, (start // block + 1) * block)
+            blocks.append((start, stop))
+            start = stop
+        self._ready = ready
+        if not blocks:
+            return []
+        passes = [(max(0, a - context) // HOP_QUANTUM * HOP_QUANTUM, b) for a, b in blocks]
+        encoding = self.model.encode([self._audio(a, b) for a, b in passes])
+        keywords = [e.keyword for e in self._enrolled.values()]
+        P, K = len(passes), len(keywords)
+        scores, first, last = self.model.locate_pairs(encoding, keywords, torch.arange(P).repeat_interleave(K),
+                                                      torch.arange(K).repeat(P), self.head_name)
+        frame = self.model.frame_samples
+        windows = []
+        for p, ((block_start, block_stop), (pass_start, _)) in enumerate(zip(blocks, passes)):
+            for k, keyword in enumerate(keywords):
+                i = p * K + k
+                if first[i] < 0:
+                    windows.append(Window(keyword.text, float(scores[i]), block_start, block_stop))
+                    continue
+                span_start, span_stop = pass_start + int(first[i]) * frame, pass_start + (int(last[i]) + 1) * frame
+                if span_stop > block_start:
+                    windows.append(Window(keyword.text, float(scores[i]), span_start, span_stop))
+        return windows
 
     def _plan(self, end: int, final: bool) -> dict[tuple[int, int], list[_Enrolled]]:
         """The windows to score now, (start, stop) -> their keywords: those that end in a complete

@@ -241,3 +241,19 @@ def test_heads_with_an_audio_stream_get_it_from_each_window_own_audio(model, lon
         kws.score_pairs(kws.encode([long_audio[:16000]]), [keyword], torch.tensor([0]), torch.tensor([0]))
     whole = kws.score_segments([long_audio[:16000]], [keyword])
     assert 0.0 <= whole[0, 0] <= 1.0
+
+
+@pytest.mark.parametrize("keywords", [None, 3, ["bee", None], ["bee", 7], ("bee", ""), []])
+def test_api_rejects_keywords_that_are_not_strings_naming_the_argument(model, keywords):
+    clip = toy_wave(["B", "IY1"], np.random.default_rng(0))
+    for call in (openkws.score, openkws.detect):
+        with pytest.raises((TypeError, ValueError), match="keywords"):
+            call(clip, keywords, model=model)
+
+
+@pytest.mark.parametrize("rate", [0, -16000, 16000.5, "16000", True])
+def test_api_rejects_a_sample_rate_that_is_not_a_positive_integer(model, rate):
+    clip = toy_wave(["B", "IY1"], np.random.default_rng(0))
+    for call in (openkws.score, openkws.detect):
+        with pytest.raises(ValueError, match="sample_rate must be a positive integer"):
+            call(clip, "bee", model=model, sample_rate=rate)

@@ -33,6 +33,10 @@ class PairBatch:
     stream (B, S, D) the features of the head's frozen external audio stream (``Head.stream``;
     ``stream.frame_seconds`` per frame, t = 0 at the clip's first sample) + stream_lengths (B,),
     needed only by heads that have one (``openkws.streams.stream_kwargs`` computes both);
+    log_probs (B, n, V) the acoustic model's CTC log-posteriors on the frames of ``audio`` (same
+    lengths), needed only by heads that search them (``Head.needs_log_probs``: the CTC search),
+    with variant_ids (B, R, m') long, every pronunciation of the text (phoneme ids, 0 = padding;
+    an all-zero row is no variant), for the same heads (absent: phoneme_ids is the only one);
     labels (B,) float 1/0; phone_labels (B, m) float, 1 iff text phoneme k equals phoneme k of
     the audio's true transcription (all 1 for positives); keyword_ids (B,) long, the keyword the
     AUDIO contains (contrastive losses use it to know which pairs share content).
@@ -48,6 +52,8 @@ class PairBatch:
     feat_lengths: Tensor | None = None
     stream: Tensor | None = None
     stream_lengths: Tensor | None = None
+    log_probs: Tensor | None = None
+    variant_ids: Tensor | None = None
     labels: Tensor | None = None
     phone_labels: Tensor | None = None
     keyword_ids: Tensor | None = None
@@ -55,7 +61,7 @@ class PairBatch:
     def __post_init__(self) -> None:
         b = self.audio.shape[0] if self.audio.dim() == 3 else -1
         expect = {"audio": 3, "audio_lengths": 1, "text": 3, "text_lengths": 1, "phoneme_ids": 2,
-                  "feats": 3, "feat_lengths": 1, "stream": 3, "stream_lengths": 1, "labels": 1,
+                  "feats": 3, "feat_lengths": 1, "stream": 3, "stream_lengths": 1, "log_probs": 3, "variant_ids": 3, "labels": 1,
                   "phone_labels": 2, "keyword_ids": 1}
         for name, rank in expect.items():
             value = getattr(self, name)
@@ -70,6 +76,9 @@ class PairBatch:
         for seq, lengths in (("feats", "feat_lengths"), ("stream", "stream_lengths")):
             if (getattr(self, seq) is None) != (getattr(self, lengths) is None):
                 raise ValueError(f"PairBatch: {seq} and {lengths} come together")
+        if self.log_probs is not None and self.log_probs.shape[1] != self.audio.shape[1]:
+            raise ValueError(f"PairBatch: log_probs {tuple(self.log_probs.shape)} and audio "
+                             f"{tuple(self.audio.shape)} disagree on n")
         for seq, lengths in (("audio", "audio_lengths"), ("text", "text_lengths"),
                              ("feats", "feat_lengths"), ("stream", "stream_lengths")):
             x, n = getattr(self, seq), getattr(self, lengths)
@@ -127,6 +136,9 @@ class Head(nn.Module):
     name: ClassVar[str]
     config_class: ClassVar[type]
     needs_feats: ClassVar[bool] = False  # reads PairBatch.feats (the fbank), not only E and F
+    needs_log_probs: ClassVar[bool] = False  # reads PairBatch.log_probs (the CTC posteriors)
+    locates: ClassVar[bool] = False  # has search(batch): finds where in the clip the keyword is
+    trainable: ClassVar[bool] = True  # False: no loss, nothing to train (the CTC search)
     stream: AudioStream | None = None
 
     def forward(self, batch: PairBatch) -> Tensor:
@@ -217,4 +229,4 @@ def binary_stats(logits: Tensor, labels: Tensor) -> dict[str, float]:
 
 # Importing the head modules fills HEADS (each registers itself; they import the names above,
 # which already exist when this line runs, whichever module is imported first).
-from openkws.models import ced, clad, phonmatch  # noqa: F401
+from openkws.models import ced, clad, ctc_head, phonmatch  # noqa: F401

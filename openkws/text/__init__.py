@@ -7,7 +7,7 @@ from .confusables import (
     nearest_keywords,
     substitute_characters,
 )
-from .g2p import to_phonemes, to_word_phonemes
+from .g2p import pronunciation_variants, to_phonemes, to_word_phonemes
 from .nltk_data import cache_dir, ensure_nltk_data
 from .normalize import normalize
 from .phonemes import (
@@ -40,6 +40,7 @@ __all__ = [
     "normalize",
     "parse_phonemes",
     "phoneme_to_id",
+    "pronunciation_variants",
     "strip_stress",
     "substitute_characters",
     "to_phonemes",

@@ -89,3 +89,19 @@ def to_word_phonemes(text: str, lexicon: Lexicon | None = None) -> list[tuple[st
 def to_phonemes(text: str, lexicon: Lexicon | None = None) -> list[str]:
     """Phonemes of ``text`` as one flat list, e.g. "turn on lights" -> T ER1 N AA1 N L AY1 T S."""
     return [p for _, pron in to_word_phonemes(text, lexicon) for p in pron]
+
+
+def pronunciation_variants(text: str, lexicon: Lexicon | None = None, limit: int = 8) -> list[list[str]]:
+    """``to_phonemes(text)`` first, then each reading CMUdict also allows for one word with the
+    others kept (at most ``limit`` in all; readings of two words at once are not combined).
+    Words outside CMUdict or in ``lexicon`` have their one reading."""
+    words = to_word_phonemes(text, lexicon)
+    overrides = {k.strip().lower() for k in (lexicon or {})}
+    cmu = _g2p().cmu
+    variants = [[p for _, pron in words for p in pron]]
+    for i, (word, pron) in enumerate(words):
+        for reading in ([] if word in overrides else cmu.get(word, [])):
+            variant = [p for j, (_, other) in enumerate(words) for p in (reading if j == i else other)]
+            if variant not in variants and len(variants) < limit:
+                variants.append(variant)
+    return variants
