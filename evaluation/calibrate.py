@@ -20,7 +20,7 @@ import json
 import numpy as np
 from scipy.special import logit
 
-from openkws.metrics import eer
+from openkws.metrics import eer, roc_auc
 from openkws.model import KWSModel
 from openkws.models.ctc_head import fit_calibration
 
@@ -43,8 +43,15 @@ def calibrate(model: KWSModel, trials, heads: list[str], audio=None) -> dict:
         scores = score_trials(model, trials, name, audio)
         rate, threshold = eer(labels, scores)
         model.thresholds[name] = float(threshold)
-        report[name] = {"dev_eer": float(rate), "threshold": float(threshold), "n_trials": len(trials)}
+        report[name] = {"dev_auc": roc_auc(labels, scores), "dev_eer": float(rate), "threshold": float(threshold),
+                        "n_trials": len(trials)}
     return report
+
+
+def best_head(report: dict) -> str:
+    """The head with the highest pooled dev AUC (then the lowest dev EER)."""
+    heads = [h for h in report if h != "ctc_calibration"]
+    return max(heads, key=lambda h: (report[h]["dev_auc"], -report[h]["dev_eer"]))
 
 
 def main(argv=None) -> int:
@@ -52,15 +59,16 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--trials", default=str(DEFAULT_PACK / "dev_trials.csv"), help="dev trials (default: %(default)s)")
     ap.add_argument("--heads", default="", help="comma-separated heads (default: every head of the model)")
-    ap.add_argument("--default-head", help="make this head the model's default")
+    ap.add_argument("--default-head", help="make this head the model's default; best: the calibrated head with "
+                                           "the highest pooled dev AUC")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     model = KWSModel.load(args.model)
     heads = [h for h in args.heads.split(",") if h] or list(model.heads)
     report = calibrate(model, read_trials(args.trials), heads)
     if args.default_head:
-        model.head(args.default_head)
-        model.default_head = args.default_head
+        model.default_head = best_head(report) if args.default_head == "best" else args.default_head
+        model.head(model.default_head)
     model.info["calibration"] = {"trials": args.trials, **report}
     model.save(args.out)
     print(json.dumps(report, indent=2))

@@ -259,14 +259,24 @@ def markdown(corpus: str, protocol: str, metrics: Mapping[str, Mapping[str, Mapp
 
 
 def report(records: list[Mapping], corpus: str, out_dir: str | os.PathLike, protocol: str = "pooled",
-           eer_mode: str = "pooled", batch_size: int = 2048, seed: int = 0) -> dict:
-    """Compute the metrics, write results.json, results.md and the PNGs; return the results dict."""
+           eer_mode: str = "pooled", batch_size: int = 2048, seed: int = 0, acoustic_init: str = "",
+           realspeech: Mapping | None = None, realspeech_md: str = "") -> dict:
+    """Compute the metrics, write results.json, results.md and the PNGs; return the results dict.
+    ``acoustic_init`` records where the acoustic model started ("scratch", or "hama": a pretrained
+    model of undisclosed training data, which may have heard LibriSpeech); ``realspeech`` (the
+    output of ``evaluation.realspeech``) goes under the "realspeech" key, its table first in results.md."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = compute_metrics(records, eer_mode, batch_size, seed)
-    results = {"corpus": corpus, "protocol": protocol, "heads": metrics}
+    results = {"corpus": corpus, "protocol": protocol, "acoustic_init": acoustic_init or "scratch", "heads": metrics}
+    if realspeech is not None:
+        results["realspeech"] = dict(realspeech)
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
-    atomic_write_text(out_dir / "results.md", markdown(corpus, protocol, metrics))
+    note = "" if results["acoustic_init"] == "scratch" else (
+        f"Acoustic model initialised from the pretrained `{results['acoustic_init']}` model (training data "
+        "undisclosed; it may have heard LibriSpeech): not comparable with published LibriPhrase numbers.\n\n")
+    atomic_write_text(out_dir / "results.md", note + (realspeech_md + "\n" if realspeech_md else "")
+                      + markdown(corpus, protocol, metrics))
     by_head: dict[str, list[Mapping]] = defaultdict(list)
     for r in records:
         by_head[r["head"]].append(r)
@@ -285,9 +295,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eer", default="pooled", choices=EER_MODES, help="batch: PhonMatchNet's per-batch mean")
     p.add_argument("--batch-size", type=int, default=2048)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--acoustic-init", default="scratch", help="where the acoustic model started (scratch | hama)")
+    p.add_argument("--realspeech", help="a realspeech.json of evaluation.realspeech to include (its .md beside it too)")
     args = p.parse_args(argv)
+    realspeech, realspeech_md = None, ""
+    if args.realspeech:
+        realspeech = json.loads(Path(args.realspeech).read_text())
+        md = Path(args.realspeech).with_suffix(".md")
+        realspeech_md = md.read_text() if md.exists() else ""
     results = report(read_scores(args.scores), args.corpus, args.out, args.protocol, args.eer,
-                     args.batch_size, args.seed)
+                     args.batch_size, args.seed, args.acoustic_init, realspeech, realspeech_md)
     for head, by_split in results["heads"].items():
         print(head, "  ".join(f"{s}: AUC {_pct(m['auc'])}% EER {_pct(m['eer'])}%" for s, m in by_split.items()))
 

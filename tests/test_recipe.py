@@ -12,7 +12,7 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "recipes" / "libriphrase" / "run.sh"
-HEADS = {"ced", "phonmatch", "clad"}
+HEADS = {"ctc", "ced", "clad"}
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +34,30 @@ def _check_results(path: Path, corpus: str):
     return results
 
 
-def test_smoke_recipe_on_synthetic_corpus(tmp_path):
-    _run(["--config", "smoke"], tmp_path)
+def test_smoke_recipe_on_synthetic_corpus_and_a_real_pack(tmp_path):
+    from test_realspeech import write_pack
+
+    pack = write_pack(tmp_path / "pack")
+    _run(["--config", "smoke", "--real-pack", str(pack)], tmp_path)
     exp = tmp_path / "exp" / "synth_smoke"
-    _check_results(exp / "results.json", "synth")
-    assert (exp / "model.pt").exists() and (exp / "results.md").exists()
+    results = _check_results(exp / "results.json", "synth")
+    assert results["acoustic_init"] == "hama"  # the synthetic default fine-tunes the pretrained model
+    # the real pack's train split was trained on, its dev trials calibrated and scored the model
+    assert "data/realspeech/train.jsonl" in (exp / "ctc" / "config.yaml").read_text()
+    assert set(results["realspeech"]["heads"]) == HEADS
+    assert results["realspeech"]["heads"]["ctc"]["easy"]["n_trials"] > 0
+    from openkws.model import KWSModel
+    model = KWSModel.load(exp / "model.pt")
+    assert "calibration" in model.info and model.default_head in HEADS
+    assert "Real-speech" in (exp / "results.md").read_text()
     # every stage left its marker, so a re-run skips them all
-    proc = _run(["--config", "smoke"], tmp_path)
+    proc = _run(["--config", "smoke", "--real-pack", str(pack)], tmp_path)
     assert proc.stdout.count("done earlier, skipping") == 8
+
+
+def test_without_a_real_pack_the_recipe_says_so(tmp_path):
+    proc = _run(["--config", "smoke", "--stop-stage", "1", "--real-pack", str(tmp_path / "nowhere")], tmp_path)
+    assert "synthetic speech only" in proc.stdout
 
 
 # A tiny LibriSpeech: three subsets, three TTS speakers each, sentences that share phrases.

@@ -107,13 +107,16 @@ class PairBatch:
         encoder frames (and fbank frames, when present), bit for bit: the encoder's global
         attention makes every frame depend on the whole clip, so distinct clips never share
         them, and this is far cheaper than comparing whole rows. The external stream's frames
-        count too, when present (a head may read nothing else of the audio)."""
+        count too, when present (a head may read nothing else of the audio), and so do the CTC
+        log-posteriors (all that the CTC search reads)."""
         rows = torch.arange(len(self), device=self.audio.device)
         parts = [self.audio_lengths[:, None], self.audio[:, 0], self.audio[rows, self.audio_lengths - 1]]
         if self.feats is not None:
             parts += [self.feat_lengths[:, None], self.feats[:, 0], self.feats[rows, self.feat_lengths - 1]]
         if self.stream is not None:
             parts += [self.stream_lengths[:, None], self.stream[:, 0], self.stream[rows, self.stream_lengths - 1]]
+        if self.log_probs is not None:  # the CTC search reads nothing else
+            parts += [self.log_probs[:, 0], self.log_probs[rows, self.audio_lengths - 1]]
         return group_rows(torch.cat([p.double() for p in parts], 1))  # float64 holds all exactly
 
     def require(self, *names: str) -> None:

@@ -8,6 +8,22 @@
 #   bash recipes/libriphrase/run.sh --stage 5 --stop-stage 7      # resume from a stage
 #   bash recipes/libriphrase/run.sh --threads 1                   # on a machine shared with other work
 #   bash recipes/libriphrase/run.sh --ctc-args "optim.epochs=40" --head-args "optim.epochs=20"   # config overrides
+#   bash recipes/libriphrase/run.sh --real-pack none --ctc-init scratch   # synthetic speech only, from scratch
+#
+# Real speech: when the real-speech pack is there (--real-pack, default ../shared/data/realspeech
+# beside the repository), its train split joins the acoustic model's and the heads' training data,
+# its dev split selects the acoustic checkpoint (phoneme error rate on real speech), calibrates the
+# ctc head and every head's threshold (dev keyword-in-sentence trials), picks the default head,
+# and stage 7 reports the real-speech evaluation beside the synthetic one. Without it the recipe
+# runs on synthetic speech alone and says so.
+#
+# Acoustic model: --ctc-init hama (the synthetic default) fine-tunes the pretrained real-speech
+# Conformer of the hama wheel; scratch (the LibriSpeech default) trains ours from scratch. hama's
+# training data is undisclosed (it may have heard LibriSpeech), so results.json records the
+# choice ("acoustic_init") and a LibriPhrase run with it is not comparable with papers.
+#
+# Heads: ctc (the training-free CTC keyword search over the acoustic model's posteriors) needs no
+# stage 5; ced, clad and phonmatch are trained there.
 #
 # Stages (DESIGN.md §2): 0 corpus, 1 manifests + checks, 2 CTC training, 3 alignment + P2V,
 # 4 LibriPhrase pairs, 5 heads, 6 export, 7 scoring + report. A finished stage leaves
@@ -30,8 +46,10 @@ corpus=synth
 data_root=
 libriphrase_csv=
 libriphrase_audio=
-heads=ced,phonmatch,clad
+heads=ctc,ced,clad
 ngpu=0
+real_pack=
+ctc_init=
 stage=0
 stop_stage=7
 tag=
@@ -58,6 +76,8 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2; shift 2 ;;
     --ctc-args) ctc_args=$2; shift 2 ;;
     --head-args) head_args=$2; shift 2 ;;
+    --real-pack) real_pack=$2; shift 2 ;;
+    --ctc-init) ctc_init=$2; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "run.sh: unknown option $1" >&2; usage 2 ;;
   esac
@@ -75,6 +95,13 @@ case "$corpus" in synth|librispeech) ;; *) echo "run.sh: --corpus must be synth 
 # shellcheck source=conf/default/recipe.sh
 source "$conf/recipe.sh"   # corpus sizes and per-stage settings of this config
 kokoro_hours=${kokoro_hours:-0}
+# The pretrained acoustic model is the synthetic corpus's default; LibriSpeech stays from scratch.
+[ -n "$ctc_init" ] || ctc_init=$([ "$corpus" = synth ] && echo "${synth_ctc_init:-hama}" || echo scratch)
+case "$ctc_init" in hama|scratch) ;; *) echo "run.sh: --ctc-init must be hama or scratch" >&2; exit 2 ;; esac
+# The pack's usual place is beside the repository; a config may set default_real_pack (smoke: none).
+[ -n "$real_pack" ] || real_pack=${default_real_pack:-$(cd "$recipe/../.." && pwd)/../shared/data/realspeech}
+use_real=0
+if [ "$real_pack" != none ] && [ -f "$real_pack/manifest.jsonl" ]; then use_real=1; fi
 
 tag=${tag:-${corpus}_${config}}
 exp=exp/$tag
@@ -97,12 +124,21 @@ train() {  # train CONFIG [overrides...]: one process, or torchrun over --ngpu G
   fi
 }
 IFS=, read -r -a head_list <<< "$heads"
+trained_heads=()   # every head but the training-free ctc search
 for h in "${head_list[@]}"; do
+  [ "$h" = ctc ] && continue
   [ -f "$conf/$h.yaml" ] || { echo "run.sh: unknown head '$h' (no $conf/$h.yaml)" >&2; exit 2; }
+  trained_heads+=("$h")
 done
 device=$([ "$ngpu" -gt 0 ] && echo cuda || echo cpu)
 log "corpus=$corpus config=$config heads=$heads exp=$exp git=$(git rev-parse --short HEAD 2>/dev/null || echo none)"
 log "command: $0 $*"
+if [ "$use_real" = 1 ]; then
+  log "real speech: $real_pack (train split joins training; dev split selects and calibrates)"
+else
+  log "real speech: no pack at '$real_pack' -- synthetic speech only; checkpoints and thresholds chosen on synthetic dev data"
+fi
+log "acoustic model: $ctc_init"
 
 if todo 0 "get the corpus"; then
   if [ "$corpus" = synth ]; then
@@ -119,6 +155,9 @@ if todo 0 "get the corpus"; then
     python -m data_prep.librispeech --root "$data_root" --out "$data" \
       --subsets $librispeech_train $librispeech_dev $librispeech_test 2>&1 | tee "$exp/log/librispeech.log"
   fi
+  if [ "$use_real" = 1 ]; then
+    python -m data_prep.realspeech --pack "$real_pack" --out data/realspeech 2>&1 | tee "$exp/log/realspeech.log"
+  fi
   done_stage 0
 fi
 
@@ -134,14 +173,23 @@ else
   dev_manifest=$data/librispeech_$librispeech_dev.jsonl; test_manifest=$data/librispeech_$librispeech_test.jsonl
 fi
 
+ctc_dev_manifest=$dev_manifest
+if [ "$use_real" = 1 ]; then   # real train speech joins training; real dev speech selects the acoustic model
+  [ -f data/realspeech/train.jsonl ] || python -m data_prep.realspeech --pack "$real_pack" --out data/realspeech
+  train_manifest="$train_manifest data/realspeech/train.jsonl"
+  ctc_dev_manifest=data/realspeech/dev.jsonl
+fi
+
 if todo 1 "check manifests"; then
   python -m data_prep.check_manifests $train_manifest $dev_manifest $test_manifest $heldout_manifest
   done_stage 1
 fi
 
 if todo 2 "train the CTC acoustic model"; then
-  train "$conf/ctc.yaml" exp_dir="$exp/ctc" device=$device seed="$seed" \
-    "data.train=[$(csv $train_manifest)]" "data.dev=[$(csv $dev_manifest)]" $ctc_args 2>&1 | tee "$exp/log/ctc.log"
+  init_conf=$conf/ctc.yaml; init_args=()
+  if [ "$ctc_init" = hama ]; then init_conf=$conf/ctc_finetune.yaml; init_args=(init=hama); fi
+  train "$init_conf" exp_dir="$exp/ctc" device=$device seed="$seed" "${init_args[@]}" \
+    "data.train=[$(csv $train_manifest)]" "data.dev=[$(csv $ctc_dev_manifest)]" $ctc_args 2>&1 | tee "$exp/log/ctc.log"
   done_stage 2
 fi
 
@@ -163,6 +211,8 @@ if [ "$corpus" = synth ]; then
   # besides the recorded phrases, phrases cut from the training sentences with our own word
   # alignments: many more distinct keywords for the heads (each said by one voice)
   phrase_train="$(csv $train_manifest $phrases/train_cut.jsonl)"; phrase_dev=$(csv $dev_manifest); phrase_test=$test_manifest
+  # the heads also keep their best epoch by real dev phrases, cut from the real dev sentences
+  [ "$use_real" = 1 ] && phrase_dev="$phrase_dev,$phrases/dev_real_cut.jsonl"
 else
   phrase_train=$phrases/train.jsonl; phrase_dev=$phrases/dev.jsonl; phrase_test=$phrases/test.jsonl
 fi
@@ -172,6 +222,12 @@ if todo 4 "LibriPhrase-style phrases and pairs"; then
     python -m data_prep.libriphrase phrases --manifest $train_manifest --alignments "$exp/align/train.jsonl" \
       --clips "$phrases/clips/train" --out "$phrases/train_cut.jsonl" --max-gap 0.3 --pad "$phrase_pad" \
       --max-phrases "$synth_cut_phrases" --seed "$seed"
+    if [ "$use_real" = 1 ]; then
+      python -m openkws align --acoustic "$exp/ctc/best_model.pt" --manifest data/realspeech/dev.jsonl \
+        --word-alignments "$exp/align/dev_real.jsonl" --device $device --max-per "${align_max_per:-0.5}"
+      python -m data_prep.libriphrase phrases --manifest data/realspeech/dev.jsonl --alignments "$exp/align/dev_real.jsonl" \
+        --clips "$phrases/clips/dev_real" --out "$phrases/dev_real_cut.jsonl" --max-gap 0.3 --pad "$phrase_pad" --seed "$seed"
+    fi
   else
     splits="train dev"; [ -n "$libriphrase_csv" ] || splits="train dev test"
     for split in $splits; do
@@ -202,8 +258,8 @@ if todo 4 "LibriPhrase-style phrases and pairs"; then
   done_stage 4
 fi
 
-if todo 5 "train the matcher heads: $heads"; then
-  for h in "${head_list[@]}"; do
+if todo 5 "train the matcher heads: ${trained_heads[*]:-none}"; then
+  for h in "${trained_heads[@]}"; do
     if [ -f "$exp/.done/5.$h" ]; then log "head $h: done earlier"; continue; fi
     train "$conf/$h.yaml" exp_dir="$exp/$h" device=$device seed="$seed" acoustic="$exp/ctc/best_model.pt" \
       p2v="$exp/p2v.pt" "train=[$phrase_train]" "dev=[$phrase_dev]" $head_args 2>&1 | tee "$exp/log/$h.log"
@@ -214,16 +270,30 @@ fi
 
 if todo 6 "export the model file"; then
   export_heads=()
-  for h in "${head_list[@]}"; do export_heads+=(--head "$h=$exp/$h/best_model.pt"); done
+  for h in "${head_list[@]}"; do
+    if [ "$h" = ctc ]; then export_heads+=(--head ctc); else export_heads+=(--head "$h=$exp/$h/best_model.pt"); fi
+  done
   python -m openkws export --acoustic "$exp/ctc/best_model.pt" --p2v "$exp/p2v.pt" "${export_heads[@]}" \
-    --corpus "$corpus" --note "bash recipes/libriphrase/run.sh --corpus $corpus --config $config" --out "$exp/model.pt"
+    --corpus "$corpus" --note "bash recipes/libriphrase/run.sh --corpus $corpus --config $config (acoustic: $ctc_init)" \
+    --out "$exp/model.pt"
+  if [ "$use_real" = 1 ]; then   # thresholds, the ctc calibration and the default head from real dev trials
+    python -m evaluation.calibrate --model "$exp/model.pt" --trials "$real_pack/dev_trials.csv" \
+      --default-head best --out "$exp/model.pt" 2>&1 | tee "$exp/log/calibrate.log"
+  fi
   done_stage 6
 fi
 
 if todo 7 "score the test pairs, AUC/EER report"; then
   python -m evaluation.score --model "$exp/model.pt" --manifest "$phrase_test" \
     --pairs "$phrases/test_pairs.csv" --heads "$heads" --out "$exp/scores.jsonl"
-  python -m evaluation.report --scores "$exp/scores.jsonl" --corpus "$corpus" --out "$exp"
+  realspeech_args=()
+  if [ "$use_real" = 1 ]; then
+    python -m evaluation.realspeech --model "$exp/model.pt" --pack "$real_pack" --out "$exp/realspeech" \
+      ${realspeech_eval_args:-} 2>&1 | tee "$exp/log/realspeech_eval.log"
+    realspeech_args=(--realspeech "$exp/realspeech/realspeech.json")
+  fi
+  python -m evaluation.report --scores "$exp/scores.jsonl" --corpus "$corpus" --out "$exp" \
+    --acoustic-init "$ctc_init" "${realspeech_args[@]}"
   cat "$exp/results.md"
   if [ -n "$heldout_manifest" ]; then   # the test split of the extra voices, on its own
     python -m evaluation.score --model "$exp/model.pt" --manifest "$heldout_manifest" \

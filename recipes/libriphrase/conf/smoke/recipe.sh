@@ -8,3 +8,5 @@ synth_args="--sentence-fraction 0.3 --min-phoneme-count 0"
 align_max_per=100   # the 2-epoch smoke model recognises nothing: align everything anyway
 phrase_pad=0.05
 synth_cut_phrases=100
+default_real_pack=none   # the 5 h pack is not smoke-sized; tests pass a tiny stand-in with --real-pack
+realspeech_eval_args="--skip fsdd --no-plots"
