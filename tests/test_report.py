@@ -105,7 +105,8 @@ def test_report_writes_schema_tables_and_plots(tmp_path):
     results = report(recs, "synth", tmp_path)
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk == results
-    assert set(on_disk) == {"corpus", "protocol", "heads"} and on_disk["corpus"] == "synth"
+    assert set(on_disk) == {"corpus", "protocol", "acoustic_init", "heads"} and on_disk["corpus"] == "synth"
+    assert on_disk["acoustic_init"] == "scratch" and "pretrained" not in (tmp_path / "results.md").read_text()
     assert set(on_disk["heads"]) == {"ced", "random"}
     for head, by_split in on_disk["heads"].items():
         assert set(by_split) == {"easy", "hard"}
@@ -164,3 +165,13 @@ def test_published_rows_match_the_research_table():
         row = next(r for r in table if r["method"].startswith(key))
         got = [float(row[k].split()[0]) for k in ("LE_AUC", "LE_EER", "LH_AUC", "LH_EER")]
         assert got == [a, b, c, d]
+
+
+def test_report_marks_a_pretrained_acoustic_model_and_puts_real_speech_first(tmp_path):
+    realspeech = {"heads": {"ctc": {"easy": {"auc": 0.99, "eer": 0.05, "n_trials": 10}}}}
+    results = report(_records(), "synth", tmp_path, acoustic_init="hama", realspeech=realspeech,
+                     realspeech_md="# Real-speech evaluation\n")
+    assert results["acoustic_init"] == "hama" and results["realspeech"] == realspeech
+    md = (tmp_path / "results.md").read_text()
+    assert "not comparable with published LibriPhrase numbers" in md
+    assert md.index("Real-speech evaluation") < md.index("easy")

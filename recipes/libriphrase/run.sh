@@ -40,6 +40,7 @@ set -euo pipefail
 # The whole recipe is one function, so bash parses it before running it: editing this file (or a
 # git pull) while a run is going cannot change what that run executes.
 main() {
+command_line="$0 $*"
 
 config=default
 corpus=synth
@@ -132,7 +133,7 @@ for h in "${head_list[@]}"; do
 done
 device=$([ "$ngpu" -gt 0 ] && echo cuda || echo cpu)
 log "corpus=$corpus config=$config heads=$heads exp=$exp git=$(git rev-parse --short HEAD 2>/dev/null || echo none)"
-log "command: $0 $*"
+log "command: $command_line"
 if [ "$use_real" = 1 ]; then
   log "real speech: $real_pack (train split joins training; dev split selects and calibrates)"
 else
