@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     if args.default_head:
         model.default_head = best_head(report) if args.default_head == "best" else args.default_head
         model.head(model.default_head)
-    model.info["calibration"] = {"trials": args.trials, **report}
+    model.info["calibration"] = {**model.info.get("calibration", {}), "trials": args.trials, **report}  # heads not named keep theirs
     model.save(args.out)
     print(json.dumps(report, indent=2))
     print(f"wrote {args.out} (default head {model.default_head})")

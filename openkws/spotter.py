@@ -25,8 +25,8 @@ whole.
 
 Located keywords. A head that finds the keyword itself (``Head.locates``: the CTC keyword search,
 free start and end) gets no sliding windows: each keyword is searched in every block's encoder
-pass, and its window is the best path's span, so a detection's start and end are where the
-keyword was heard. The passes, like the windows, depend only on positions in the stream.
+pass (with LOCATE_CONTEXT_SECONDS of left context), and its window is the best path's span, so a
+detection's start and end are where the keyword was heard. The passes, like the windows, depend only on positions in the stream.
 
 Detections. ``decide`` turns scored windows into detections: a window fires when its score
 reaches the keyword's threshold and the keyword is not muted; a detection mutes its keyword
@@ -52,6 +52,10 @@ HOP_QUANTUM = 640  # samples (40 ms): window starts and hops are whole encoder f
 WINDOW_BUCKETS = (0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)  # seconds
 BLOCK_SECONDS = 1.0  # encoder blocks (a multiple of HOP_QUANTUM)
 CONTEXT_SECONDS = 1.6  # audio before a block that its encoder pass covers (a multiple of HOP_QUANTUM)
+# The same for a head that searches whole passes (the CTC search): more left context helps the
+# search (shipped model, real dev sentence trials, AUC hard 87.1 / 88.5 / 88.8 % with 1.6 / 3 / 5 s)
+# and costs only encoder time (streaming RTF 0.016 -> 0.02).
+LOCATE_CONTEXT_SECONDS = 3.0
 SCAN_CHUNK_SECONDS = 60.0  # scan() feeds long recordings in pieces, which bounds its memory
 
 
@@ -101,6 +105,7 @@ class KeywordSpotter:
         self.refractory = _samples(refractory_seconds)
         self.on_window = on_window
         self._locating = model.head(self.head_name).locates
+        self._context = _samples(LOCATE_CONTEXT_SECONDS if self._locating else CONTEXT_SECONDS)
         self._enrolled: dict[str, _Enrolled] = {}
         self.reset()
 
@@ -217,11 +222,11 @@ class KeywordSpotter:
 
     def _search_passes(self, end: int, final: bool) -> list[Window]:
         """For a head that locates keywords (the CTC search): search every keyword in one encoder
-        pass per complete block (the block and CONTEXT_SECONDS before it; with ``final`` the rest
+        pass per complete block (the block and LOCATE_CONTEXT_SECONDS before it; with ``final`` the rest
         of the stream too). A keyword's window is where its best path lies, reported by the pass
         of the block that path ends in (a path ending in the context belongs to an earlier block).
         A keyword with no path that fits a pass gets the block itself as its window."""
-        block, context = _samples(BLOCK_SECONDS), _samples(CONTEXT_SECONDS)
+        block, context = _samples(BLOCK_SECONDS), self._context
         ready = end if final else max(self._ready, (end - 1) // block * block)
         blocks, start = [], self._ready
         while start < ready:
@@ -281,17 +286,16 @@ class KeywordSpotter:
         """Samples [start, stop) of the stream (absolute indices, still in the buffer)."""
         return self._buffer[start - self._offset: stop - self._offset]
 
-    @staticmethod
-    def _span(start: int, stop: int, end: int) -> tuple[int, int]:
+    def _span(self, start: int, stop: int, end: int) -> tuple[int, int]:
         """The encoder pass a window is cut from: the block it ends in (cut short at the stream's
         end) with CONTEXT_SECONDS before it, or from the window's start if that is earlier."""
         block = _samples(BLOCK_SECONDS)
         block_end = -(-stop // block) * block
-        return max(0, min(start, block_end - block - _samples(CONTEXT_SECONDS))), min(block_end, end)
+        return max(0, min(start, block_end - block - self._context)), min(block_end, end)
 
     def _trim(self, end: int) -> None:
         """Drop audio that no future window (tails included) or encoder pass can reach."""
-        keep_from = min([self._ready - _samples(CONTEXT_SECONDS)]
+        keep_from = min([self._ready - self._context]
                         + [min(start, (end - length) // HOP_QUANTUM * HOP_QUANTUM)
                            for length, start in self._next_start.items()])
         drop = max(0, keep_from - self._offset)

@@ -18,7 +18,7 @@ from openkws.models.acoustic import load_acoustic
 from openkws.models.ctc_head import CTCSearchHead, fit_calibration
 from openkws.models.heads import PairBatch, build_head, num_parameters
 from openkws.models.p2v import P2V
-from openkws.spotter import BLOCK_SECONDS, CONTEXT_SECONDS, HOP_QUANTUM, KeywordSpotter
+from openkws.spotter import BLOCK_SECONDS, HOP_QUANTUM, LOCATE_CONTEXT_SECONDS, KeywordSpotter
 from openkws.text import PHONEMES, encode
 from openkws.train.heads import HeadTrainConfig, train_head
 
@@ -312,8 +312,8 @@ def test_ctc_spotter_does_not_depend_on_chunk_size(model, stream):
 
 
 def _pass(block_index, end):
-    """The spotter's encoder pass for a block: the block and CONTEXT_SECONDS before it."""
-    block, context = round(BLOCK_SECONDS * SR), round(CONTEXT_SECONDS * SR)
+    """The spotter's encoder pass for a block: the block and LOCATE_CONTEXT_SECONDS before it."""
+    block, context = round(BLOCK_SECONDS * SR), round(LOCATE_CONTEXT_SECONDS * SR)
     start = block_index * block
     return max(0, start - context) // HOP_QUANTUM * HOP_QUANTUM, min(end, start + block)
 

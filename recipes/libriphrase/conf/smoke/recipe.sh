@@ -10,3 +10,4 @@ phrase_pad=0.05
 synth_cut_phrases=100
 default_real_pack=none   # the 5 h pack is not smoke-sized; tests pass a tiny stand-in with --real-pack
 realspeech_eval_args="--skip fsdd --no-plots"
+synth_heads=ctc,ced,clad   # every head the recipe trains by default somewhere
