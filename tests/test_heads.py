@@ -315,3 +315,18 @@ def test_enrolment_scores_prefer_matching_class():
     assert scores.shape == (20,) and (scores.abs() <= 1 + 1e-6).all()
     own = scores[8:12]
     assert own.min() > torch.cat([scores[:8], scores[12:]]).max()
+
+
+def test_phonmatch_encoder_stream_follows_the_encoder_frame_rate():
+    # E at 20 ms (the pretrained front end) is not upsampled: the stream stays on the 20 ms grid
+    # of the fbank conv stream; at 40 ms it is upsampled twofold.
+    gen = torch.Generator().manual_seed(5)
+    batch = _random_batch(gen, [(9, 4), (12, 6)])
+    for seconds, ratio in ((0.04, 2), (0.02, 1)):
+        head = build_head("phonmatch", {"encoder_frame_seconds": seconds}, D)
+        y, lengths = head.pretrained_stream(batch)
+        assert lengths.tolist() == [ratio * 9, ratio * 12] and y.shape[1] == ratio * 12
+        head.eval()
+        assert head(batch).shape == (2,)
+    with pytest.raises(ValueError, match="encoder_frame_seconds"):
+        build_head("phonmatch", {"encoder_frame_seconds": 0.03}, D)

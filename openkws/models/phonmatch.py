@@ -48,6 +48,9 @@ class PhonMatchConfig:
     leaky_slope: float = 0.3  # Keras' LeakyReLU default, as in the official TF code
     utt_weight: float = 1.0
     phone_weight: float = 1.0
+    # frame shift of the acoustic encoder's E (0.04 s for the Kaldi-fbank Conformer, 0.02 for the
+    # pretrained one); the head trainer sets it from the acoustic model
+    encoder_frame_seconds: float = 0.04
 
 
 class ConvStream(nn.Module):
@@ -80,17 +83,26 @@ def _masked_bn_relu(bn: nn.BatchNorm1d, x: Tensor, lengths: Tensor) -> Tensor:
 
 class EncoderStream(nn.Module):
     """Frozen pretrained stream: the acoustic encoder's E (B, n, d) at 40 ms, upsampled to
-    (B, 2n, dim) at 20 ms. Another pretrained stream plugs in with the same signature."""
+    (B, 2n, dim) at 20 ms, or at 20 ms, projected to (B, n, dim) by a convolution of the same
+    reach. Another pretrained stream plugs in with the same signature."""
 
-    def __init__(self, d_model: int, dim: int, leaky_slope: float):
+    def __init__(self, d_model: int, dim: int, leaky_slope: float, encoder_frame_seconds: float = 0.04):
         super().__init__()
-        self.up = nn.ConvTranspose1d(d_model, dim, kernel_size=4, stride=2, padding=1)  # 2n out
+        self.ratio = round(encoder_frame_seconds / FRAME_SECONDS)  # 20 ms frames per encoder frame
+        if abs(self.ratio * FRAME_SECONDS - encoder_frame_seconds) > 1e-6:
+            self.ratio = 0  # not a whole number of 20 ms frames: rejected below
+        if self.ratio == 2:
+            self.up = nn.ConvTranspose1d(d_model, dim, kernel_size=4, stride=2, padding=1)  # 2n out
+        elif self.ratio == 1:
+            self.up = nn.Conv1d(d_model, dim, kernel_size=3, padding=1)
+        else:
+            raise ValueError(f"phonmatch.encoder_frame_seconds must be 0.04 or 0.02, got {encoder_frame_seconds}")
         self.leaky_slope = leaky_slope
 
     def forward(self, batch: PairBatch) -> tuple[Tensor, Tensor]:
         audio = batch.audio * length_mask(batch.audio_lengths, batch.audio.shape[1]).unsqueeze(-1)
         y = F.leaky_relu(self.up(audio.transpose(1, 2)).transpose(1, 2), self.leaky_slope)
-        lengths = 2 * batch.audio_lengths
+        lengths = self.ratio * batch.audio_lengths
         return y * length_mask(lengths, y.shape[1]).unsqueeze(-1), lengths
 
 
@@ -140,7 +152,7 @@ class PhonMatchNet(Head):
         elif pretrained_stream is not None:  # any module: batch -> (B, L, dim) at 20 ms + lengths
             self.pretrained_stream = pretrained_stream
         elif cfg.pretrained_stream == "encoder":
-            self.pretrained_stream = EncoderStream(d_model, d, cfg.leaky_slope)
+            self.pretrained_stream = EncoderStream(d_model, d, cfg.leaky_slope, cfg.encoder_frame_seconds)
         else:  # an external frozen stream: a plain attribute, never in the state_dict
             try:
                 self.stream = build_stream(cfg.pretrained_stream)

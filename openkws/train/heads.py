@@ -8,6 +8,7 @@ the same sampler from dev-split voices/speakers, and keeps the best model by dev
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -21,7 +22,7 @@ from openkws.data.manifest import read_manifest
 from openkws.data.pairs import ClipBank, KeywordPairSampler, Pair, SamplerConfig, collate
 from openkws.metrics import eer, roc_auc
 from openkws.models.acoustic import load_acoustic
-from openkws.models.heads import Head, build_head, num_parameters
+from openkws.models.heads import HEADS, Head, build_head, num_parameters
 from openkws.models.p2v import P2V
 from openkws.train.loop import Distributed, OptimConfig, Trainer
 
@@ -45,6 +46,15 @@ class HeadTrainConfig:
     batches_per_epoch: int = 0  # 0: one pass over the keywords
     dev_batches: int = 8
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=20, peak_lr=2e-3, warmup_steps=200))
+
+
+def _with_frame_rate(name: str, head_config: dict, acoustic) -> dict:
+    """The head's config with the acoustic model's encoder frame shift filled in, for a head
+    whose config has ``encoder_frame_seconds`` (PhonMatchNet) and unless the config sets it."""
+    fields = {f.name for f in dataclasses.fields(HEADS[name].config_class)} if name in HEADS else set()
+    if "encoder_frame_seconds" in fields:
+        return {"encoder_frame_seconds": acoustic.frame_seconds, **head_config}
+    return head_config
 
 
 @torch.no_grad()
@@ -81,7 +91,7 @@ class HeadTask:
         train, dev = phrases(cfg.train), phrases(cfg.dev)
         if not train:
             raise ValueError(f"no phrase clips (kinds {cfg.phrase_kinds}) in {cfg.train}")
-        self.head = build_head(cfg.head, cfg.head_config, self.p2v.dim)
+        self.head = build_head(cfg.head, _with_frame_rate(cfg.head, cfg.head_config, acoustic), self.p2v.dim)
         if not self.head.trainable:
             raise ValueError(f"head {cfg.head!r} has nothing to train: add it with `openkws export --head "
                              f"{cfg.head}` and calibrate it with `python -m evaluation.calibrate`")
