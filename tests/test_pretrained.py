@@ -198,3 +198,25 @@ def test_pretrained_acoustic_decodes_real_speech(hama):
     hyp = [strip_stress(p) for p in decode(greedy_decode(lp, n)[0])]
     ref = [strip_stress(p) for p in to_phonemes(text)]
     assert error_rate([ref], [hyp]) < 0.5, (ref, hyp)
+
+
+def test_extra_blocks_on_the_pretrained_model_start_as_no_ops(hama):
+    # Model (c): new blocks stacked on hama's four start with zero residual branches, so the
+    # stack first behaves like the pretrained model and only the new blocks have to learn.
+    from openkws.models.pretrained import pretrained_acoustic
+
+    base, stacked = pretrained_acoustic(), pretrained_acoustic(extra_layers=2)
+    assert len(stacked.encoder.blocks) == 6 and stacked.frame_samples == base.frame_samples == 320
+    for k, v in base.state_dict().items():  # the pretrained part is unchanged
+        torch.testing.assert_close(stacked.state_dict()[k], v, msg=k)
+    block = stacked.encoder.blocks[5]
+    assert not block.attn.out_proj.weight.any() and not block.conv.pointwise_out.weight.any()
+    x = torch.randn(2, 5, 144)
+    torch.testing.assert_close(block(x, torch.ones(2, 5, dtype=torch.bool)), block.out_norm(x))
+
+
+def test_extra_layers_need_the_pretrained_init(tmp_path):
+    from openkws.train.ctc import initial_acoustic
+
+    with pytest.raises(ValueError, match="init_extra_layers needs init='hama'"):
+        initial_acoustic(str(tmp_path / "x.pt"), extra_layers=1)

@@ -25,6 +25,7 @@ import importlib.util
 import math
 import struct
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -235,8 +236,12 @@ def hama_asr(path: str | Path | None = None) -> HamaASR:
 UNUSED_LOGIT = -30.0  # bias of the specials <unk>, <s>, </s>: never targets, never emitted
 
 
-def pretrained_acoustic(path: str | Path | None = None, dropout: float = 0.1) -> AcousticModel:
+def pretrained_acoustic(path: str | Path | None = None, dropout: float = 0.1, extra_layers: int = 0) -> AcousticModel:
     """hama's network over openkws's inventory (``openkws.text.PHONEMES``, blank 0), eval mode.
+
+    ``extra_layers`` > 0 stacks that many new Conformer blocks (same shape) on top of hama's four,
+    for a model trained on top of the frozen pretrained one; their residual branches start at
+    zero, so each new block starts as a plain LayerNorm of hama's features.
 
     Output row of each phoneme = hama's ``proj`` row of its IPA token (:data:`openkws.text.ipa.
     ARPABET_TO_IPA`; stress variants share their vowel's row, except AH0 <- schwa and ER0 <- the
@@ -252,7 +257,8 @@ def pretrained_acoustic(path: str | Path | None = None, dropout: float = 0.1) ->
     from openkws.text.ipa import output_layer_rows
 
     hama = hama_acoustic(path, dropout)
-    model = AcousticModel(AcousticConfig(encoder=hama.cfg.encoder, vocab_size=len(PHONEMES)), hama.fbank.cfg)
+    encoder = replace(hama.cfg.encoder, num_layers=hama.cfg.encoder.num_layers + extra_layers)
+    model = AcousticModel(AcousticConfig(encoder=encoder, vocab_size=len(PHONEMES)), hama.fbank.cfg)
     state = {k: v for k, v in hama.state_dict().items() if not k.startswith("ctc.")}
     rows = output_layer_rows()  # our id -> hama row, None for the specials
     w, b = hama.ctc.proj.weight.detach(), hama.ctc.proj.bias.detach()
@@ -262,6 +268,12 @@ def pretrained_acoustic(path: str | Path | None = None, dropout: float = 0.1) ->
         if row is not None:
             new_w[i], new_b[i] = w[row], b[row]
     state["ctc.proj.weight"], state["ctc.proj.bias"] = new_w, new_b
+    for i in range(hama.cfg.encoder.num_layers, encoder.num_layers):
+        block = model.encoder.blocks[i]
+        for out in (block.ff1.net[-2], block.ff2.net[-2], block.attn.out_proj, block.conv.pointwise_out):
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
+        state |= {f"encoder.blocks.{i}.{k}": v for k, v in block.state_dict().items()}
     model.load_state_dict(state)
     return model.eval()
 

@@ -52,6 +52,9 @@ class CTCTrainConfig:
     init: str = ""
     init_lr_scale: float = 0.3  # learning rate of the initialised front end + encoder, x optim.peak_lr
     freeze_steps: int = 0  # first steps in which only the CTC output layer of an initialised model trains
+    # init=hama only: new Conformer blocks stacked on the pretrained ones, trained at the full rate
+    # like the output layer (with init_lr_scale 0: a model trained on top of the frozen pretrained one)
+    init_extra_layers: int = 0
 
 
 def _load(manifests: list[str], kinds: list[str], max_duration: float):
@@ -142,9 +145,16 @@ def feature_sample(model: AcousticModel, audio: WaveformStore, n: int, seed: int
     return torch.cat(frames)
 
 
-def initial_acoustic(init: str) -> AcousticModel:
-    """The model a fine-tuning run starts from: ``"hama"`` or an acoustic checkpoint path."""
-    if init != PRETRAINED and not Path(init).exists():
+def initial_acoustic(init: str, extra_layers: int = 0) -> AcousticModel:
+    """The model a fine-tuning run starts from: ``"hama"`` (with ``extra_layers`` new blocks on
+    top) or an acoustic checkpoint path."""
+    if init == PRETRAINED:
+        from openkws.models.pretrained import pretrained_acoustic
+
+        return pretrained_acoustic(extra_layers=extra_layers).train()
+    if extra_layers:
+        raise ValueError(f"init_extra_layers needs init={PRETRAINED!r}, got init={init!r}")
+    if not Path(init).exists():
         raise FileNotFoundError(f"init={init!r}: neither {PRETRAINED!r} nor an existing acoustic checkpoint")
     return load_acoustic(init).train()
 
@@ -160,8 +170,12 @@ def train_ctc(cfg: CTCTrainConfig) -> dict:
     task = CTCTask(cfg, dist.device)
     groups = None
     if cfg.init:
-        model = initial_acoustic(cfg.init)
-        output = set(model.ctc.parameters())
+        model = initial_acoustic(cfg.init, cfg.init_extra_layers)
+        blocks = model.encoder.blocks
+        output = set(model.ctc.parameters()) | {p for b in blocks[len(blocks) - cfg.init_extra_layers:] for p in b.parameters()}
+        if cfg.init_lr_scale == 0:  # frozen: no gradients through it at all
+            for p in set(model.parameters()) - output:
+                p.requires_grad_(False)
         groups = [ParamGroup([p for p in model.parameters() if p not in output], cfg.init_lr_scale, cfg.freeze_steps),
                   ParamGroup(list(output))]
     else:

@@ -156,6 +156,7 @@ class Trainer:
         self.best_metric, self.lower_is_better = best_metric, lower_is_better
         groups = param_groups or [ParamGroup(list(model.parameters()))]
         groups = [ParamGroup([p for p in g.params if p.requires_grad], g.lr_scale, g.freeze_steps) for g in groups]
+        groups = [g for g in groups if g.params]  # a wholly frozen part (requires_grad False) trains nothing
         self.params = [p for g in groups for p in g.params]
         self.optimizer = torch.optim.Adam([{"params": g.params, "lr": cfg.peak_lr * g.lr_scale} for g in groups],
                                           lr=cfg.peak_lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=cfg.weight_decay)
