@@ -25,6 +25,13 @@ def _train(args) -> int:
     cfg_cls, train_fn = trainers[task]
     cfg = load_config(cfg_cls, args.config, args.overrides)
     train_fn(cfg)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        # every rank leaves together: a rank that exits while gloo threads of the group are still
+        # alive can abort ("terminate called without an active exception")
+        dist.barrier()
+        dist.destroy_process_group()
     return 0
 
 
