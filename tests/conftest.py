@@ -97,3 +97,12 @@ def toy_system(tmp_path_factory):
 
 TINY_ENCODER = ["model.encoder.d_model=32", "model.encoder.num_layers=1", "model.encoder.num_heads=2",
                 "model.encoder.ffn_dim=64", "model.encoder.subsampling_channels=8", "model.encoder.dropout=0.0"]
+
+
+def run_chunked(spotter, audio, chunk):
+    """A fresh stream fed in chunks of ``chunk`` samples, then flushed: (detections, best scores)."""
+    spotter.reset()
+    out = []
+    for i in range(0, len(audio), chunk):
+        out += spotter.accept_waveform(audio[i:i + chunk])
+    return out + spotter.flush(), dict(spotter.best_scores)

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import toy_wave
+from conftest import run_chunked, toy_wave
 from evaluation import realspeech as rs
 from evaluation.calibrate import calibrate
 from openkws.config import load_config
@@ -284,26 +284,18 @@ def stream():
     return np.concatenate(parts), truth
 
 
-def _run(spotter, audio, chunk):
-    spotter.reset()
-    out = []
-    for i in range(0, len(audio), chunk):
-        out += spotter.accept_waveform(audio[i:i + chunk])
-    return out + spotter.flush(), dict(spotter.best_scores)
-
-
 def test_ctc_spotter_does_not_depend_on_chunk_size(model, stream):
     audio, _ = stream
     seen = []
     spotter = KeywordSpotter(model, head="ctc", refractory_seconds=0.5, on_window=seen.append)
     for word in ("scheme", "bob", "seek"):
         spotter.enroll(word, threshold=0.0)  # threshold 0: every window not muted is a detection
-    ref, ref_best = _run(spotter, audio, len(audio))
+    ref, ref_best = run_chunked(spotter, audio, len(audio))
     ref_windows = list(seen)
     assert len(ref) > 4 and {d.keyword for d in ref} == {"scheme", "bob", "seek"}
     for chunk in (1600, 7919):
         seen.clear()
-        got, best = _run(spotter, audio, chunk)
+        got, best = run_chunked(spotter, audio, chunk)
         assert [(d.keyword, d.start, d.end) for d in got] == [(d.keyword, d.start, d.end) for d in ref]
         np.testing.assert_allclose([d.score for d in got], [d.score for d in ref], atol=1e-5)
         assert [(w.keyword, w.start, w.stop) for w in seen] == [(w.keyword, w.start, w.stop) for w in ref_windows]

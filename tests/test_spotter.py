@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import openkws
-from conftest import toy_wave
+from conftest import run_chunked, toy_wave
 from openkws.model import KWSModel
 from openkws.models.acoustic import load_acoustic
 from openkws.models.heads import build_head
@@ -28,22 +28,14 @@ def long_audio():
     return np.concatenate([toy_wave(["AA1", "B", "K", "S", "IY1", "M"] * 3, rng) for _ in range(2)])
 
 
-def _run(spotter, audio, chunk):
-    spotter.reset()
-    out = []
-    for i in range(0, len(audio), chunk):
-        out += spotter.accept_waveform(audio[i:i + chunk])
-    return out + spotter.flush(), dict(spotter.best_scores)
-
-
 def test_detections_do_not_depend_on_chunk_size(model, long_audio):
     spotter = KeywordSpotter(model, refractory_seconds=0.5)
     spotter.enroll("bee", threshold=0.0)  # threshold 0: every window not muted is a detection
     spotter.enroll("kiss", pronunciation="K IH1 S", threshold=0.0)
-    ref, ref_best = _run(spotter, long_audio, len(long_audio))
+    ref, ref_best = run_chunked(spotter, long_audio, len(long_audio))
     assert len(ref) > 3 and {d.keyword for d in ref} == {"bee", "kiss"}
     for chunk in (160, 1000, 4000, 7777, round(BLOCK_SECONDS * 16000)):  # the last ends on block boundaries
-        got, best = _run(spotter, long_audio, chunk)
+        got, best = run_chunked(spotter, long_audio, chunk)
         assert [(d.keyword, d.start, d.end) for d in got] == [(d.keyword, d.start, d.end) for d in ref]
         np.testing.assert_allclose([d.score for d in got], [d.score for d in ref], atol=1e-5)
         assert best.keys() == ref_best.keys()
@@ -135,9 +127,9 @@ def test_refractory_period_spaces_detections(model, long_audio):
 def test_int16_and_resampled_streams_match_float(model, long_audio):
     spotter = KeywordSpotter(model)
     spotter.enroll("bee", threshold=0.0)
-    ref, _ = _run(spotter, long_audio, 4000)
+    ref, _ = run_chunked(spotter, long_audio, 4000)
     as_int16 = (long_audio * 32767).astype(np.int16)
-    got, _ = _run(spotter, as_int16, 4000)
+    got, _ = run_chunked(spotter, as_int16, 4000)
     assert [d.start for d in got] == [d.start for d in ref]
     # an 8 kHz stream is resampled statefully: the chunking still does not matter
     import soxr
