@@ -60,8 +60,10 @@ def test_corrupt_and_foreign_model_files(tmp_path):
         load_model_file(tmp_path / "missing.pt")
 
 
-def test_atomic_save_leaves_no_temp_files(tmp_path):
+def test_atomic_save_leaves_no_temp_files_and_the_usual_permissions(tmp_path):
     atomic_torch_save({"a": torch.zeros(3)}, tmp_path / "x.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
+    (tmp_path / "plain").write_bytes(b"")  # what open() gives under this umask, not mkstemp's 0600
+    assert (tmp_path / "x.pt").stat().st_mode == (tmp_path / "plain").stat().st_mode
 def test_float_without_dot_in_yaml():
     assert load_config(Inner, None, ["rate=3e-3"]).rate == 0.003

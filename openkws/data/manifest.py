@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from openkws.checkpoint import atomic_write_text
 from openkws.text import REAL_PHONEMES
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
@@ -95,14 +95,7 @@ def write_manifest(path: str | os.PathLike, utts: Iterable[Utterance]) -> None:
         record = asdict(u)
         record["path"] = Path(os.path.relpath(os.path.abspath(u.path), root)).as_posix()
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_text(path, "".join(lines))
 
 
 def validate_manifest(utts: Sequence[Utterance], check_files: bool = True) -> list[str]:
