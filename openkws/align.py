@@ -44,8 +44,7 @@ def align_corpus(model, utts: Sequence[Utterance], store: WaveformStore | None =
     stats = stats if stats is not None else AlignStats()
     for ids in duration_batches([u.duration for u in utts], batch_seconds, 64, seed=0, shuffle=False):
         wave, lengths = pad_waves([store[i] for i in ids])
-        enc, enc_lengths = model(wave.to(device), lengths.to(device))
-        log_probs = model.ctc(enc.float())
+        enc, enc_lengths, log_probs = model.encode(*model.features(wave.to(device), lengths.to(device)))
         targets = [encode(utts[i].phonemes) for i in ids]
         hyps = greedy_decode(log_probs, enc_lengths)
         keep = []

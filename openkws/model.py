@@ -143,8 +143,8 @@ class KWSModel(nn.Module):
         device = self.acoustic.feat_mean.device
         waves, lengths = (x.to(device) for x in _pad(clips))
         feats, feat_lengths = self.acoustic.features(waves, lengths)
-        enc, enc_lengths = self.acoustic.encoder(feats, feat_lengths)
-        return Encoding(enc, enc_lengths.clamp(min=1), feats, feat_lengths.clamp(min=1), self.acoustic.ctc(enc))
+        enc, enc_lengths, log_probs = self.acoustic.encode(feats, feat_lengths)
+        return Encoding(enc, enc_lengths.clamp(min=1), feats, feat_lengths.clamp(min=1), log_probs)
 
     @torch.inference_mode()
     def with_stream(self, encoding: Encoding, clips: Sequence[np.ndarray], head: str | None = None) -> Encoding:

@@ -1,3 +1,6 @@
+from dataclasses import replace
+
+import pytest
 import torch
 
 from openkws.models.conformer import Conformer, ConformerConfig, subsampled_lengths
@@ -88,3 +91,19 @@ def test_hama_shape_has_hama_parameter_count():
 
     n = sum(p.numel() for p in Conformer(hama_conformer_config()).parameters())
     assert n == 2_004_095 - 27_695  # hama's 2,004,095 learned values less its 144 -> 191 output layer
+
+
+def test_keep_layer_returns_the_output_of_that_block():
+    # the hidden output of block k is what a k-block Conformer with the same weights outputs
+    torch.manual_seed(0)
+    model = Conformer(TINY).eval()
+    first = Conformer(replace(TINY, num_layers=1)).eval()
+    first.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("blocks.1.")})
+    feats, lengths = torch.randn(2, 61, 80), torch.tensor([61, 33])
+    out, n, hidden = model(feats, lengths, keep_layer=1)
+    ref, ref_n = first(feats, lengths)
+    torch.testing.assert_close(hidden, ref)
+    assert torch.equal(n, ref_n) and hidden[1, int(n[1]):].abs().sum() == 0
+    torch.testing.assert_close(out, model(feats, lengths)[0])
+    with pytest.raises(ValueError, match="keep_layer must be in 0..2"):
+        model(feats, lengths, keep_layer=3)

@@ -98,6 +98,32 @@ def test_acoustic_model_frame_timing_comes_from_its_config():
 # ------------------------------------------------------------------ with the hama wheel installed
 
 
+def test_ctc_mix_layer_mixes_two_readings_of_the_encoder(tmp_path):
+    from openkws.models.acoustic import AcousticConfig, AcousticModel, acoustic_state, load_acoustic
+    from openkws.models.conformer import ConformerConfig
+
+    torch.manual_seed(0)
+    enc = ConformerConfig(d_model=32, num_layers=2, num_heads=2, ffn_dim=64, subsampling_channels=8, dropout=0.0)
+    model = AcousticModel(AcousticConfig(encoder=enc, ctc_mix_layer=1, ctc_mix_weight=0.3)).eval()
+    wave, lengths = torch.randn(2, 12000) * 0.1, torch.tensor([12000, 7000])
+    with torch.no_grad():
+        feats, feat_lengths = model.features(wave, lengths)
+        top, n, first = model.encoder(feats, feat_lengths, keep_layer=1)
+        own = model.ctc(top)
+        expected = torch.log(0.7 * own.exp() + 0.3 * model.ctc_mix(first).exp())
+        _, _, mixed = model.encode(feats, feat_lengths)
+        torch.testing.assert_close(mixed, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model(wave, lengths, log_probs=True, mixed=False)[0], own)
+        assert not torch.allclose(mixed, own, atol=1e-3)
+        # the mixture travels with the model file
+        torch.save({**acoustic_state(model), "state_dict": model.state_dict()}, tmp_path / "m.pt")
+        torch.testing.assert_close(load_acoustic(tmp_path / "m.pt")(wave, lengths, log_probs=True)[0], mixed)
+    with pytest.raises(ValueError, match="ctc_mix_layer must be in 1..2"):
+        AcousticModel(AcousticConfig(encoder=enc, ctc_mix_layer=3))
+    with pytest.raises(ValueError, match="ctc_mix_weight must be in"):
+        AcousticModel(AcousticConfig(encoder=enc, ctc_mix_layer=1, ctc_mix_weight=1.0))
+
+
 @pytest.fixture(scope="module")
 def hama():
     return pytest.importorskip("hama")
@@ -218,5 +244,31 @@ def test_extra_blocks_on_the_pretrained_model_start_as_no_ops(hama):
 def test_extra_layers_need_the_pretrained_init(tmp_path):
     from openkws.train.ctc import initial_acoustic
 
-    with pytest.raises(ValueError, match="init_extra_layers needs init='hama'"):
-        initial_acoustic(str(tmp_path / "x.pt"), extra_layers=1)
+    for kwargs in ({"extra_layers": 1}, {"ctc_mix": 0.5}):
+        with pytest.raises(ValueError, match="init_extra_layers and init_ctc_mix need init='hama'"):
+            initial_acoustic(str(tmp_path / "x.pt"), **kwargs)
+
+
+def test_pretrained_ctc_mix_adds_the_zero_shot_reading(hama):
+    # Model (c) with init_ctc_mix: its posteriors are the mixture of its own layer's and what the
+    # pretrained model alone (openkws.load_acoustic("hama")) says about the same audio.
+    from openkws.models.pretrained import pretrained_acoustic, with_pretrained_ctc_mix
+
+    base, stacked = pretrained_acoustic(), pretrained_acoustic(extra_layers=1)
+    mixed = with_pretrained_ctc_mix(stacked, 0.25)
+    assert mixed.cfg.ctc_mix_layer == 4 and not stacked.cfg.ctc_mix_layer
+    wave = torch.from_numpy(_clips()[0][3])[None]
+    lengths = torch.tensor([wave.shape[1]])
+    with torch.no_grad():
+        zero_shot, n = base(wave, lengths, log_probs=True)
+        own, _ = stacked(wave, lengths, log_probs=True)
+        got, got_n = mixed(wave, lengths, log_probs=True)
+    assert torch.equal(n, got_n)
+    torch.testing.assert_close(got, torch.log(0.75 * own.exp() + 0.25 * zero_shot.exp()), atol=1e-4, rtol=1e-4)
+    # only a model whose pretrained blocks are hama's, unchanged, with new blocks on top
+    with pytest.raises(ValueError, match="new blocks on top"):
+        with_pretrained_ctc_mix(base)
+    with torch.no_grad():
+        stacked.encoder.blocks[0].ff1.net[-2].weight.add_(0.01)
+    with pytest.raises(ValueError, match="unchanged"):
+        with_pretrained_ctc_mix(stacked)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from openkws.config import load_config
@@ -75,3 +76,28 @@ def test_fine_tuning_starts_from_a_checkpoint_and_keeps_a_frozen_encoder(toy_cor
             assert not torch.equal(start[k], tuned[k]), k  # the output layer trained
         else:
             torch.testing.assert_close(start[k], tuned[k], msg=k)  # the frozen rest did not move
+
+
+def test_training_on_top_of_the_frozen_pretrained_model_keeps_its_output_layer(toy_corpus, tmp_path):
+    # Model (c) with init_ctc_mix: only the new block and the new CTC layer train; hama's blocks
+    # and its output layer, mixed in at inference, stay exactly as the wheel ships them.
+    pytest.importorskip("hama")
+    from openkws.models.pretrained import pretrained_acoustic
+
+    exp = tmp_path / "c"
+    train_ctc(load_config(CTCTrainConfig, None, [
+        f"exp_dir={exp}", f"data.train=[{toy_corpus['train']}]", f"data.dev=[{toy_corpus['dev']}]",
+        "data.max_batch_seconds=6", "optim.epochs=1", "optim.warmup_steps=2", "device=cpu", "init=hama",
+        "init_extra_layers=1", "init_lr_scale=0", "init_ctc_mix=0.5"]))
+    start = pretrained_acoustic(extra_layers=1, ctc_mix_weight=0.5).state_dict()
+    model = load_acoustic(exp / "best_model.pt")
+    assert model.cfg.ctc_mix_layer == 4 and model.cfg.ctc_mix_weight == 0.5
+    state = model.state_dict()
+    new = [k for k in state if k.startswith(("ctc.", "encoder.blocks.4."))]
+    assert not torch.equal(state["ctc.proj.weight"], start["ctc.proj.weight"])
+    assert sum(not torch.equal(state[k], start[k]) for k in new) > len(new) // 2  # the new parts learn
+    for k in set(state) - set(new):
+        assert torch.equal(state[k], start[k]), k  # front end, hama's blocks, hama's output layer
+    with pytest.raises(ValueError, match="needs init_lr_scale 0"):
+        train_ctc(load_config(CTCTrainConfig, None, [f"exp_dir={tmp_path / 'x'}", f"data.train=[{toy_corpus['train']}]",
+                                                     "init=hama", "init_extra_layers=1", "init_ctc_mix=0.5"]))

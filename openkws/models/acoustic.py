@@ -10,6 +10,7 @@ from the model (``frame_samples``, ``num_frames``), never from a constant.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,12 @@ from openkws.text import NUM_PHONEMES
 class AcousticConfig:
     encoder: ConformerConfig = field(default_factory=ConformerConfig)
     vocab_size: int = NUM_PHONEMES
+    # A second CTC layer on the output of encoder block ``ctc_mix_layer`` (1-based; 0: none), its
+    # posteriors mixed into the last layer's with weight ``ctc_mix_weight``: model (c) keeps the
+    # pretrained output layer on its frozen pretrained blocks beside the new layer on its new
+    # blocks, an ensemble of two readings of the same frames (openkws.models.pretrained).
+    ctc_mix_layer: int = 0
+    ctc_mix_weight: float = 0.5
 
 
 class AcousticModel(nn.Module):
@@ -41,6 +48,14 @@ class AcousticModel(nn.Module):
         self.register_buffer("feat_std", torch.ones(frontend.num_mel_bins))
         self.encoder = Conformer(cfg.encoder)
         self.ctc = CTCHead(cfg.encoder.d_model, cfg.vocab_size)
+        self.ctc_mix = None
+        if cfg.ctc_mix_layer:
+            if not 0 < cfg.ctc_mix_layer <= cfg.encoder.num_layers:
+                raise ValueError(f"ctc_mix_layer must be in 1..{cfg.encoder.num_layers} (encoder blocks), "
+                                 f"got {cfg.ctc_mix_layer}")
+            if not 0 < cfg.ctc_mix_weight < 1:
+                raise ValueError(f"ctc_mix_weight must be in (0, 1), got {cfg.ctc_mix_weight}")
+            self.ctc_mix = CTCHead(cfg.encoder.d_model, cfg.vocab_size)
 
     @property
     def d_model(self) -> int:
@@ -75,16 +90,34 @@ class AcousticModel(nn.Module):
         self.feat_mean.copy_(feats.mean(0))
         self.feat_std.copy_(feats.std(0).clamp(min=1e-3))
 
+    def encode(self, feats: torch.Tensor, feat_lengths: torch.Tensor,
+               mixed: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised features -> embeddings E (B, T', d), their lengths and the CTC
+        log-probabilities (B, T', V): with a ``ctc_mix`` layer, log((1 - w) p + w p_mix) unless
+        ``mixed=False`` (the last layer's own, which is what training fits)."""
+        if self.ctc_mix is None:
+            enc, enc_lengths = self.encoder(feats, feat_lengths)
+            return enc, enc_lengths, self.ctc(enc.float())
+        enc, enc_lengths, hidden = self.encoder(feats, feat_lengths, keep_layer=self.cfg.ctc_mix_layer)
+        log_probs = self.ctc(enc.float())
+        if mixed:
+            w = self.cfg.ctc_mix_weight
+            log_probs = torch.logaddexp(log_probs + math.log(1 - w), self.ctc_mix(hidden.float()) + math.log(w))
+        return enc, enc_lengths, log_probs
+
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor, feature_transform=None,
-                log_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                log_probs: bool = False, mixed: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Waveforms (B, N) at 16 kHz -> embeddings E (B, T', d) and their lengths, or CTC
-        log-probabilities (B, T', V) with ``log_probs=True``. ``feature_transform(feats, lengths)``
-        (e.g. SpecAugment) is applied to the normalised features in training."""
+        log-probabilities (B, T', V) with ``log_probs=True`` (``mixed``: see :meth:`encode`).
+        ``feature_transform(feats, lengths)`` (e.g. SpecAugment) is applied to the normalised
+        features in training."""
         feats, feat_lengths = self.features(wave, lengths)
         if feature_transform is not None:
             feats = feature_transform(feats, feat_lengths)
-        enc, enc_lengths = self.encoder(feats, feat_lengths)
-        return (self.ctc(enc.float()), enc_lengths) if log_probs else (enc, enc_lengths)
+        if not log_probs:
+            return self.encoder(feats, feat_lengths)
+        _, enc_lengths, lp = self.encode(feats, feat_lengths, mixed)
+        return lp, enc_lengths
 
 
 def acoustic_state(model: AcousticModel) -> dict:

@@ -188,7 +188,9 @@ class Conformer(nn.Module):
             return subsampled_lengths(feat_lengths)
         return int(subsampled_lengths(torch.tensor(int(feat_lengths))))
 
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, keep_layer: int = 0):
+        """-> ``(output, lengths)``; with ``keep_layer`` = k > 0, ``(output, lengths, hidden)``
+        where ``hidden`` is the output of block k (1-based), padding zeroed like the output."""
         if self.cfg.subsampling == "conv1d":
             if feats.shape[1] < 1:
                 feats = F.pad(feats, (0, 0, 0, 1))
@@ -206,6 +208,12 @@ class Conformer(nn.Module):
         if self.cfg.positional == "sinusoidal":
             x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device)
         x = self.dropout(x)
-        for block in self.blocks:
+        if not 0 <= keep_layer <= len(self.blocks):
+            raise ValueError(f"keep_layer must be in 0..{len(self.blocks)}, got {keep_layer}")
+        hidden = None
+        for i, block in enumerate(self.blocks, 1):
             x = block(x, mask_for_attn)
-        return x * mask.unsqueeze(-1), out_lengths
+            if i == keep_layer:
+                hidden = x * mask.unsqueeze(-1)
+        out = x * mask.unsqueeze(-1)
+        return (out, out_lengths) if keep_layer == 0 else (out, out_lengths, hidden)

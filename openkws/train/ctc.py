@@ -55,6 +55,10 @@ class CTCTrainConfig:
     # init=hama only: new Conformer blocks stacked on the pretrained ones, trained at the full rate
     # like the output layer (with init_lr_scale 0: a model trained on top of the frozen pretrained one)
     init_extra_layers: int = 0
+    # init=hama with new blocks on the frozen pretrained ones: keep the pretrained output layer on
+    # the last pretrained block, its posteriors mixed with this weight into the new layer's at
+    # inference (AcousticConfig.ctc_mix_layer; 0: dropped). Training fits the new layer alone.
+    init_ctc_mix: float = 0.0
 
 
 def _load(manifests: list[str], kinds: list[str], max_duration: float):
@@ -113,7 +117,8 @@ class CTCTask:
         if self.cfg.specaug_enabled:
             gen = torch.Generator().manual_seed(batch["seed"])
             transform = lambda feats, feat_lengths: spec_augment(feats, feat_lengths, self.cfg.specaug, gen)  # noqa: E731
-        log_probs, enc_lengths = model(wave, lengths, feature_transform=transform, log_probs=True)
+        # a model with a ctc_mix layer trains its own last layer; the mixture is for inference
+        log_probs, enc_lengths = model(wave, lengths, feature_transform=transform, log_probs=True, mixed=False)
         ctc = model.module.ctc if hasattr(model, "module") else model.ctc
         return ctc.loss(log_probs, enc_lengths, batch["targets"]), {}
 
@@ -145,15 +150,15 @@ def feature_sample(model: AcousticModel, audio: WaveformStore, n: int, seed: int
     return torch.cat(frames)
 
 
-def initial_acoustic(init: str, extra_layers: int = 0) -> AcousticModel:
+def initial_acoustic(init: str, extra_layers: int = 0, ctc_mix: float = 0.0) -> AcousticModel:
     """The model a fine-tuning run starts from: ``"hama"`` (with ``extra_layers`` new blocks on
-    top) or an acoustic checkpoint path."""
+    top, and hama's output layer mixed in with weight ``ctc_mix``) or an acoustic checkpoint path."""
     if init == PRETRAINED:
         from openkws.models.pretrained import pretrained_acoustic
 
-        return pretrained_acoustic(extra_layers=extra_layers).train()
-    if extra_layers:
-        raise ValueError(f"init_extra_layers needs init={PRETRAINED!r}, got init={init!r}")
+        return pretrained_acoustic(extra_layers=extra_layers, ctc_mix_weight=ctc_mix).train()
+    if extra_layers or ctc_mix:
+        raise ValueError(f"init_extra_layers and init_ctc_mix need init={PRETRAINED!r}, got init={init!r}")
     if not Path(init).exists():
         raise FileNotFoundError(f"init={init!r}: neither {PRETRAINED!r} nor an existing acoustic checkpoint")
     return load_acoustic(init).train()
@@ -169,8 +174,11 @@ def train_ctc(cfg: CTCTrainConfig) -> dict:
         save_config(cfg, exp / "config.yaml")
     task = CTCTask(cfg, dist.device)
     groups = None
+    if cfg.init_ctc_mix and cfg.init_lr_scale != 0:
+        raise ValueError("init_ctc_mix mixes in the pretrained output layer on the pretrained blocks, "
+                         f"which must stay frozen: it needs init_lr_scale 0, got {cfg.init_lr_scale}")
     if cfg.init:
-        model = initial_acoustic(cfg.init, cfg.init_extra_layers)
+        model = initial_acoustic(cfg.init, cfg.init_extra_layers, cfg.init_ctc_mix)
         blocks = model.encoder.blocks
         output = set(model.ctc.parameters()) | {p for b in blocks[len(blocks) - cfg.init_extra_layers:] for p in b.parameters()}
         if cfg.init_lr_scale == 0:  # frozen: no gradients through it at all
