@@ -35,7 +35,7 @@ class AcousticConfig:
     # pretrained output layer on its frozen pretrained blocks beside the new layer on its new
     # blocks, an ensemble of two readings of the same frames (openkws.models.pretrained).
     ctc_mix_layer: int = 0
-    ctc_mix_weight: float = 0.5
+    ctc_mix_weight: float = 0.2
 
 
 class AcousticModel(nn.Module):
