@@ -271,11 +271,11 @@ def pretrained_acoustic(path: str | Path | None = None, dropout: float = 0.1, ex
         state |= {f"encoder.blocks.{i}.{k}": v for k, v in block.state_dict().items()}
     model.load_state_dict(state)
     if ctc_mix_weight:
-        model = with_pretrained_ctc_mix(model, ctc_mix_weight, path)
+        model = with_pretrained_ctc_mix(model, ctc_mix_weight, hama)
     return model.eval()
 
 
-def with_pretrained_ctc_mix(model: AcousticModel, weight: float = 0.2, path: str | Path | None = None) -> AcousticModel:
+def with_pretrained_ctc_mix(model: AcousticModel, weight: float = 0.2, hama: AcousticModel | None = None) -> AcousticModel:
     """``model`` (hama's blocks, frozen, with new blocks on top: model (c)) plus hama's own output
     layer over our inventory on hama's last block, its posteriors mixed into the model's with
     ``weight`` (``AcousticConfig.ctc_mix_layer``); a new model, eval mode, same weights otherwise.
@@ -284,8 +284,9 @@ def with_pretrained_ctc_mix(model: AcousticModel, weight: float = 0.2, path: str
     on the real dev data with the shipped model (c) (recipe README): the more of hama's layer, the
     better hard negatives and the worse telephone-band digits -- sentence trials hard 88.9 / 90.2
     / 90.6 / 91.0 % AUC and FSDD 93.4 / 92.7 / 92.1 / 91.4 % at weights 0 / 0.2 / 0.35 / 0.5;
-    at 0.2 the phoneme error rate also drops (15.1 -> 14.9 %), for one 144 x 71 layer more."""
-    hama = hama_acoustic(path)
+    at 0.2 the phoneme error rate also drops (15.1 -> 14.9 %), for one 144 x 71 layer more.
+    ``hama``: the already loaded :func:`hama_acoustic` (default: load the installed wheel's)."""
+    hama = hama or hama_acoustic()
     n_hama = hama.cfg.encoder.num_layers
     if model.cfg.encoder.num_layers <= n_hama or model.fbank.cfg != hama.fbank.cfg or any(
             not torch.equal(p, q) for p, q in zip(model.encoder.blocks[:n_hama].parameters(),
